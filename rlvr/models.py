@@ -10,12 +10,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rlvr.paths import models_dir
 
 BASE_MODEL_NAME = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY_CONFIG = {
+TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 256,
     "intermediate_size": 512,
     "num_hidden_layers": 2,
@@ -119,11 +120,11 @@ def prepare_tiny_model(seed: int = 0, force: bool = False) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        torch_dtype="bfloat16",
+        dtype="bfloat16",
         **TINY_CONFIG,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    model = LlamaForCausalLM(cfg).bfloat16()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=final.parent))
     try:

