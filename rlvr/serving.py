@@ -111,6 +111,9 @@ class ManagedServer:
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # clients ping every 30 s (rlvr.channel); long calls without data must not get GOAWAY
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
         register(self.server)

@@ -1,0 +1,1 @@
+"""Sandboxes that run untrusted programs: a warm Docker container pool, or bubblewrap as the fallback."""
