@@ -1,5 +1,8 @@
 """The in-sandbox test harness of the python_tests grader (runs INSIDE the sandbox; this file's text is sent
-as `python3 -I -S -B -c`, and the graded program and tests come on stdin, never as files).
+as `python3 -I -S -B -c`, and the graded program and tests come on stdin, never as files). The docker backend
+runs it without a new interpreter start-up: in a process forked from the container's pristine zygote
+(graders/sandbox/zygote_main.py), which has the same interpreter configuration, imported this file's modules,
+and never ran untrusted code nor saw any key; each such process runs one program and is discarded.
 
 Threat model. The graded program is hostile: a policy under RL will find any way to be reported as passing.
 The verdict is decided OUTSIDE the sandbox (graders/verdict.py) from an authenticated report; this harness
@@ -19,11 +22,18 @@ only produces the report, and everything it does not report counts as failure. W
   ran, the modules the tests import are imported and snapshotted first and verified unchanged afterwards,
   and the harness uses only references it captured before the program ran (C functions, not module state);
 * patched unittest / pytest, conftest.py, rewritten test files: no test framework and no files are used;
-* reading the key: the key lives only in this process's memory. The process is made non-dumpable (no
+* reading the key: the key lives only in this process's memory (with the zygote, the runner writes the
+  payload straight into this process's stdin pipe: the zygote, a sibling every program can see, never holds
+  it, and no earlier program's process survives to read it). The process is made non-dumpable (no
   /proc/PID/mem or ptrace from its children), and an audit hook (which the program cannot remove) denies
   frame and object-graph introspection (sys._getframe, tracebacks' and generators' frames, settrace and
   setprofile, gc.get_objects/get_referrers, ctypes, /proc/*/mem) and Python-level signal handlers (which
   would receive a frame).
+
+Hash randomization: `-I` ignores PYTHONHASHSEED, so each fresh interpreter had its own random str/bytes hash
+secret; forked from the zygote, all programs of one container share the zygote's (random per container).
+A program can infer it, but nothing in the verdict depends on it (the report's HMAC key is the host's
+`secrets.token_bytes`, delivered per run), and programs cannot pass anything on to later ones.
 
 Residual risk (documented, not defended): a program that defeats CPython itself (memory corruption without
 ctypes), or tests that pass their own callables to the program (their __globals__ lead to the test

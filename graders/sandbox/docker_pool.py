@@ -1,14 +1,17 @@
 """Docker sandbox: a pool of warm, locked-down containers, each running graders/sandbox/runner_main.py as
-PID 1 and executing one program at a time.
+PID 1 and executing one program at a time. Each program's process is forked by the container's pristine
+zygote (graders/sandbox/zygote_main.py: an interpreter that never runs untrusted code), so a
+`python3 -I -S -B -c` program such as the python_tests harness costs a fork, not an interpreter start-up.
 
 Every container has no network (network_mode none), a read-only root, a size- and inode-capped noexec
 tmpfs at /work owned by uid 10001, runs as 10001:10001 with all capabilities dropped and no-new-privileges,
 a pids limit, memory with swap equal to it, a CPU quota, no host environment and no mounts of the host
 (so no docker socket). After each program the runner kills every other process and wipes every writable
-place; a container that does not come back clean, hits the wall-clock deadline (the host kills the whole
-container), loses its runner or changes limits it cannot change live is discarded and replaced in the
-background. Containers carry the labels `rlvr.sandbox=1` and `rlvr.sandbox.instance=<id>`, and are reaped
-at start-up (those of dead servers) and at exit."""
+place; a container that does not come back clean (a leftover process or file, a zygote that was killed,
+stopped or re-limited, a runner whose rlimits or priority changed), hits the wall-clock deadline (the host
+kills the whole container), loses its runner or changes limits it cannot change live is discarded and
+replaced in the background. Containers carry the labels `rlvr.sandbox=1` and
+`rlvr.sandbox.instance=<id>`, and are reaped at start-up (those of dead servers) and at exit."""
 
 from __future__ import annotations
 
@@ -34,7 +37,10 @@ log = logging.getLogger(__name__)
 
 LABEL = "rlvr.sandbox"
 RUNNER_SRC = (Path(__file__).parent / "runner_main.py").read_text()
-RUNNER_OVERHEAD_MB = 24  # the runner's own interpreter shares the container's memory cgroup
+ZYGOTE_SRC = (Path(__file__).parent / "zygote_main.py").read_text()
+# The runner's and the zygote's interpreters share the container's memory cgroup (the zygote's pages are
+# shared copy-on-write with each program's process, which no longer pays for its own interpreter start-up).
+RUNNER_OVERHEAD_MB = 40
 RESET_SLACK_S = 0.5  # time the runner needs after the program for its reset
 
 
@@ -138,7 +144,7 @@ class DockerPool:
         cpus = cpus or self.defaults.cpus
         created = self.client.api.create_container(
             self.image,
-            command=["python3", "-I", "-S", "-B", "-c", RUNNER_SRC],
+            command=["python3", "-I", "-S", "-B", "-c", RUNNER_SRC, ZYGOTE_SRC],
             user="10001:10001",
             working_dir="/work",
             environment=SANDBOX_ENV,

@@ -210,6 +210,30 @@ async def test_hostile_programs_are_contained(client: GraderClient) -> None:
     assert ok.status is GradeStatus.PASSED and bad.status is GradeStatus.FAILED
 
 
+# Tampering with the zygote (the program's parent) or the runner (PID 1): both have the program's uid, so
+# they can be signalled or re-limited; that costs the container (discarded), never the verdict.
+TAMPER = {
+    "kill_zygote": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+    "stop_zygote": "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n",
+    "limit_zygote": "import os, resource\nresource.prlimit(os.getppid(), resource.RLIMIT_AS, (1 << 24, 1 << 24))\n",
+    "nice_zygote": "import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)\n",
+    "limit_runner": "import resource\nresource.prlimit(1, resource.RLIMIT_NOFILE, (8, 8))\n",
+    "signal_runner": "import os\nfor s in (2, 15, 1):\n    os.kill(1, s)\n",
+}
+
+
+async def test_tampering_with_zygote_or_runner_keeps_the_verdict(client: GraderClient) -> None:
+    names = list(TAMPER)
+    for solution, want in (("def f(x): return x * 2\n", GradeStatus.PASSED), ("def f(x): return x\n",
+                                                                           GradeStatus.FAILED)):
+        results = await grade(client, [program_item(TAMPER[n] + solution, timeout_s=5.0) for n in names])
+        for name, result in zip(names, results, strict=True):
+            assert result.status is want, f"{name}: {result.status.name} {result.message}"
+    # and the programs after them are graded as usual
+    ok, bad = await grade(client, [program_item("def f(x): return x * 2\n"), program_item("def f(x): return x\n")])
+    assert ok.status is GradeStatus.PASSED and bad.status is GradeStatus.FAILED
+
+
 async def test_wall_clock_limit_is_per_request_and_isolated(client: GraderClient) -> None:
     start = asyncio.get_running_loop().time()
     slow, fast = await asyncio.gather(

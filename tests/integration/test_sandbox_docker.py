@@ -13,6 +13,8 @@ import pytest_asyncio
 from graders.sandbox.base import ExecLimits
 from graders.sandbox.docker_pool import LABEL, DockerPool, reap_stale
 
+FAST = ["python3", "-I", "-S", "-B", "-c"]  # the harness's interpreter flags: forked from the zygote, no exec
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 IMAGE = "rlvr-sandbox:bookworm-1"
 
@@ -26,10 +28,15 @@ async def pool() -> AsyncIterator[DockerPool]:
     assert docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}.instance={p.instance}"}) == []
 
 
-async def py(pool: DockerPool, code: str, **limits: float) -> tuple[int | None, str]:
+async def py(pool: DockerPool, code: str, argv: tuple[str, ...] = ("python3", "-c"), stdin: bytes = b"",
+             **limits: float) -> tuple[int | None, str]:
     lim = ExecLimits(**{"memory_mb": 128, "pids": 32, "disk_mb": 16, **limits})  # type: ignore[arg-type]
-    r = await pool.run(["python3", "-c", code], b"", lim)
+    r = await pool.run([*argv, code], stdin, lim)
     return r.exit_code, r.stdout.decode()
+
+
+def container_ids(pool: DockerPool) -> set[str]:
+    return {c.id for c in docker.from_env().containers.list(filters={"label": f"{LABEL}.instance={pool.instance}"})}
 
 
 async def test_container_settings(pool: DockerPool) -> None:
@@ -57,8 +64,8 @@ async def test_no_files_or_processes_carry_over(pool: DockerPool) -> None:
     check = ("import os\n"
              "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid())\n"
              "ipc = open('/proc/sysvipc/shm').read().splitlines()[1:]\n"
-             "print(os.listdir('/work'), os.listdir('/dev/shm'), pids, ipc)\n")
-    assert await py(pool, check) == (0, "[] [] [1] []\n")
+             "print(os.listdir('/work'), os.listdir('/dev/shm'), pids == sorted([1, os.getppid()]), ipc)\n")
+    assert await py(pool, check) == (0, "[] [] True []\n")  # only the runner (1) and the zygote (our parent)
 
 
 async def test_per_request_memory_limit(pool: DockerPool) -> None:
@@ -69,20 +76,22 @@ async def test_per_request_memory_limit(pool: DockerPool) -> None:
     assert big.exit_code == 0 and big.stdout == b"ok\n" and not big.oom_killed
 
 
-async def test_timeout_replaces_the_container(pool: DockerPool) -> None:
-    client = docker.from_env()
-    before = {c.id for c in client.containers.list(filters={"label": f"{LABEL}.instance={pool.instance}"})}
-    r = await pool.run(["python3", "-c", "while True: pass"], b"", ExecLimits(timeout_s=1.0, pids=32, disk_mb=16))
+@pytest.mark.parametrize("argv", [["python3", "-c"], FAST], ids=["exec", "zygote"])
+async def test_timeout_replaces_the_container(pool: DockerPool, argv: list[str]) -> None:
+    before = container_ids(pool)
+    r = await pool.run([*argv, "while True: pass"], b"", ExecLimits(timeout_s=1.0, pids=32, disk_mb=16))
     assert r.timed_out
     assert await py(pool, "print(1)") == (0, "1\n")  # waits for the replacement
-    after = {c.id for c in client.containers.list(filters={"label": f"{LABEL}.instance={pool.instance}"})}
+    after = container_ids(pool)
     assert before and not before & after
 
 
-async def test_output_cap(pool: DockerPool) -> None:
-    r = await pool.run(["python3", "-c", "print('x' * 10**6)"], b"", ExecLimits(output_bytes=10_000, pids=32,
-                                                                                disk_mb=16))
-    assert r.output_exceeded and len(r.stdout) <= 10_001
+@pytest.mark.parametrize("argv", [["python3", "-c"], FAST], ids=["exec", "zygote"])
+async def test_output_cap(pool: DockerPool, argv: list[str]) -> None:
+    for stream in ("stdout", "stderr"):
+        code = f"import sys\nwhile True: sys.{stream}.write('x' * 65536)"
+        r = await pool.run([*argv, code], b"", ExecLimits(output_bytes=10_000, pids=32, disk_mb=16))
+        assert r.output_exceeded and len(r.stdout) <= 10_001 and len(r.stderr) <= 10_001
 
 
 async def test_stdin_is_delivered(pool: DockerPool) -> None:
@@ -101,3 +110,121 @@ async def test_reap_stale_removes_dead_owners_only(pool: DockerPool) -> None:
                          text=True, check=True).stdout.split()
     assert dead.id not in ids
     assert await py(pool, "print(2)") == (0, "2\n")  # our own live container was kept
+
+
+# ---- the pristine zygote ------------------------------------------------------------------------------------
+
+PLANT = """
+import builtins, os, sys, random
+builtins.LEAKED = 1; os.LEAKED = 1; sys.LEAKED = 1; sys.path.append('/work'); LEAKED_GLOBAL = 1
+sys.modules['planted_module'] = type(sys)('planted_module')
+import json  # a module the zygote has not imported
+json.LEAKED = 1
+os.environ['LEAKED'] = '1'
+open('/work/planted.py', 'w').write('x = 1')
+print(os.getppid(), random.random())
+"""
+
+LOOK = """
+import builtins, os, sys, random
+import json
+seen = [hasattr(builtins, 'LEAKED'), hasattr(os, 'LEAKED'), hasattr(sys, 'LEAKED'), '/work' in sys.path,
+        'LEAKED_GLOBAL' in globals(), 'planted_module' in sys.modules, hasattr(json, 'LEAKED'),
+        'LEAKED' in os.environ, os.path.exists('/work/planted.py')]
+print(os.getppid(), random.random(), any(seen), sorted(os.listdir('/proc/self/fd')))
+"""
+
+
+async def test_consecutive_programs_share_no_interpreter_state(pool: DockerPool) -> None:
+    """Both run in processes forked from the same zygote (same parent, not PID 1), yet nothing the first one
+    changed in its interpreter, files or environment is visible to the second, and random state differs."""
+    code1, out1 = await py(pool, PLANT, argv=tuple(FAST))
+    code2, out2 = await py(pool, LOOK, argv=tuple(FAST))
+    assert code1 == 0 and code2 == 0, (out1, out2)
+    ppid1, rand1 = out1.split()
+    ppid2, rand2, leaked, fds = out2.split(maxsplit=3)
+    assert ppid1 == ppid2 != "1"  # the zygote forked both
+    assert rand1 != rand2
+    assert leaked == "False"
+    assert fds.strip() == "['0', '1', '2', '3']"  # the std pipes and listdir's own fd: no zygote socket
+
+
+async def test_zygote_child_behaves_like_python_c(pool: DockerPool) -> None:
+    assert await py(pool, "import sys\nprint(sys.argv, sys.flags.isolated, sys.flags.no_site)\nsys.exit(3)",
+                    argv=tuple(FAST)) == (3, "['-c'] 1 1\n")
+    r = await pool.run([*FAST, "import atexit\natexit.register(print, 'bye')\nprint('hi', end='')\n1/0"], b"",
+                       ExecLimits(pids=32, disk_mb=16))
+    assert r.exit_code == 1 and r.stdout == b"hibye\n"
+    assert r.stderr.decode().startswith('Traceback (most recent call last):\n  File "<string>", line 4, in <module>')
+    assert r.stderr.decode().endswith("ZeroDivisionError: division by zero\n")
+    assert await py(pool, "import sys\nprint(len(sys.stdin.buffer.read()))", argv=tuple(FAST),
+                    stdin=b"z" * 300_000) == (0, "300000\n")
+    assert await py(pool, "raise SystemExit('message')", argv=tuple(FAST)) == (1, "")
+
+
+ZYGOTE_PROBE = """
+import ctypes, errno, os
+z = os.getppid()
+out = []
+for path in ('/proc/%d/mem' % z, '/proc/%d/environ' % z):
+    try:
+        open(path, 'rb').read(1)
+        out.append('read ' + path)
+    except OSError as e:
+        out.append(errno.errorcode[e.errno])
+try:
+    open('/proc/%d/oom_score_adj' % z, 'w').write('1000')
+    out.append('wrote oom_score_adj')
+except OSError as e:
+    out.append(errno.errorcode[e.errno])
+try:
+    os.listdir('/proc/%d/fd' % z)
+    out.append('listed fds')
+except OSError as e:
+    out.append(errno.errorcode[e.errno])
+libc = ctypes.CDLL(None, use_errno=True)
+out.append(libc.ptrace(16, z, 0, 0) == 0 or errno.errorcode[ctypes.get_errno()])  # PTRACE_ATTACH
+print(out)
+"""
+
+
+async def test_zygote_is_not_readable_or_ptraceable(pool: DockerPool) -> None:
+    assert await py(pool, ZYGOTE_PROBE, argv=tuple(FAST)) == (0, "['EACCES', 'EACCES', 'EACCES', 'EACCES', 'EPERM']\n")
+
+
+TAMPER = {
+    "kill_zygote": "import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
+    "term_zygote": "import os, signal; os.kill(os.getppid(), signal.SIGTERM); import time; time.sleep(0.2)",
+    "stop_zygote": "import os, signal; os.kill(os.getppid(), signal.SIGSTOP)",
+    "stop_zygote_from_daemon": ("import os, signal, time\nz = os.getppid()\nif os.fork() == 0:\n"
+                                "    os.setsid(); time.sleep(0.05); os.kill(z, signal.SIGSTOP); time.sleep(100)"),
+    "zygote_rlimit": "import os, resource; resource.prlimit(os.getppid(), resource.RLIMIT_AS, (1 << 26, 1 << 26))",
+    "zygote_nofile": "import os, resource; resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (8, 8))",
+    "zygote_nice": "import os; os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "zygote_sched": "import os; os.sched_setscheduler(os.getppid(), os.SCHED_BATCH, os.sched_param(0))",
+    "runner_rlimit": "import resource; resource.prlimit(1, resource.RLIMIT_NPROC, (5, 5))",
+    "runner_nice": "import os; os.setpriority(os.PRIO_PROCESS, 1, 10)",
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPER))
+async def test_tampering_is_detected_and_the_container_discarded(pool: DockerPool, name: str) -> None:
+    """A program may signal or re-limit the zygote or the runner (same uid): its own result still comes back
+    (a verdict, not an infrastructure error), and the container is replaced before the next program."""
+    before = container_ids(pool)
+    code, out = await py(pool, TAMPER[name] + "\nprint('done')", argv=tuple(FAST))
+    # a zygote stopped or killed just after it reaped the program cannot pass its exit status on (reported as a
+    # kill); the output, and with it the harness's authenticated report, always comes back
+    assert out == "done\n" and (code == 0 or (code is None and "zygote" in name))
+    assert await py(pool, "import os, resource\nprint(os.nice(0), resource.getrlimit(resource.RLIMIT_AS)[0])",
+                    argv=tuple(FAST)) == (0, "0 -1\n")
+    assert before and not before & container_ids(pool)
+
+
+async def test_sigint_to_the_runner_is_ignored(pool: DockerPool) -> None:
+    """PID 1 has no Python SIGINT handler (a program could otherwise crash it: an infrastructure error)."""
+    before = container_ids(pool)
+    code = "import os, signal, time\nfor s in (2, 15, 1, 10): os.kill(1, s)\ntime.sleep(0.2)\nprint('alive')"
+    assert await py(pool, code, argv=tuple(FAST)) == (0, "alive\n")
+    assert await py(pool, "print(1)", argv=tuple(FAST)) == (0, "1\n")
+    assert container_ids(pool) == before  # nothing was tampered with: the container is kept
