@@ -1,0 +1,213 @@
+"""Rollout benchmark on SmolLM2-135M-Instruct, competitors interleaved round by round (the machine is shared):
+
+- generation tokens/s: gRPC server (RolloutClient) vs raw vLLM offline `LLM.generate` vs HF `generate`
+  (batched), same prompts and sampling (temperature 1.0, top_p 1, max_tokens, one sample per prompt);
+- full weight sync: RolloutClient.update_weights (stream + validate + spill + in-place reload) vs a raw
+  `reload_weights` of the same engine type from the local model directory;
+- LoRA adapter sync (rank 16, all linear layers).
+
+Both vLLM engines use identical settings (eager, same threads, LoRA enabled, processed logprobs, one sampled
+logprob per token). Targets: gRPC >= 0.95x raw vLLM, >= 2x HF; full sync <= 1.5x raw reload.
+
+Run: .venv/bin/python benchmarks/rollout.py [--prompts 32 --max-tokens 128 --rounds 3 --threads 2]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+QUESTIONS = [
+    "Explain why the sky is blue.", "Write a haiku about autumn.", "What is 17 * 23?",
+    "Name three prime numbers above 50.", "Describe a cat to someone who has never seen one.",
+    "Give me a short recipe for pancakes.", "What causes tides?", "Summarize the plot of Cinderella.",
+    "How do vaccines work?", "List four planets of the solar system.", "Why do leaves change color?",
+    "Write a limerick about a programmer.", "What is the capital of Japan?", "How does a bicycle stay upright?",
+    "Explain recursion simply.", "What is photosynthesis?",
+]  # fmt: skip
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prompts", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--kv-cache-gib", type=float, default=1.0)
+    return p.parse_args()
+
+
+def chat_ids(tok: Any, n: int) -> list[list[int]]:
+    out = []
+    for i in range(n):
+        msgs = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        out.append(tok.encode(text, add_special_tokens=False))
+    return out
+
+
+def raw_vllm(model: Path, args: argparse.Namespace) -> Any:
+    """The offline engine with the same settings the server uses (rollout.engine.EngineSettings)."""
+    from vllm import LLM
+
+    from rollout.engine import EngineSettings, apply_cpu_env
+
+    apply_cpu_env(EngineSettings(model=model, threads=args.threads, kv_cache_gib=args.kv_cache_gib))
+    return LLM(model=str(model), max_model_len=1024, enforce_eager=True, enable_lora=True, max_lora_rank=16,
+               max_loras=2, seed=0, logprobs_mode="processed_logprobs", disable_log_stats=True)  # fmt: skip
+
+
+def run_raw(llm: Any, prompts: list[list[int]], max_tokens: int) -> int:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    sp = SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=0, logprobs=0, flat_logprobs=True)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
+    return sum(len(o.outputs[0].token_ids) for o in outs)
+
+
+def run_hf(model: Any, tok: Any, prompts: list[list[int]], max_tokens: int) -> int:
+    import torch
+
+    width = max(len(p) for p in prompts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+                             top_p=1.0, max_new_tokens=max_tokens, pad_token_id=pad)  # fmt: skip
+    total = 0
+    for row in out[:, width:].tolist():  # generated tokens up to and including the first EOS
+        total += row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+    return total
+
+
+async def run_grpc(client: Any, prompts: list[list[int]], max_tokens: int) -> int:
+    from rollout.types import SamplingConfig
+
+    samples = await client.generate(prompts, SamplingConfig(temperature=1.0, max_tokens=max_tokens, seed=0))
+    return sum(len(s.token_ids) for s in samples)
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def lora_tensors(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    cfg = LoraConfig(r=16, lora_alpha=32, target_modules=targets)
+    model = get_peft_model(base, cfg)
+    return cfg.to_dict(), get_peft_model_state_dict(model)
+
+
+def main() -> None:
+    args = parse()
+    # `timeout`/Ctrl-C: unwind through the finally blocks so the server subprocess is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlvr.models import prepare_base_model
+    from rlvr.procs import ServiceProcess
+    from rollout.client import RolloutClient
+
+    model_dir = prepare_base_model()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    prompts = chat_ids(tok, args.prompts)
+    torch.set_num_threads(args.threads)
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    server_args = ["--model", str(model_dir), "--max-model-len", "1024", "--enable-lora", "--max-lora-rank", "16",
+                   "--threads", str(args.threads), "--kv-cache-gib", f"{args.kv_cache_gib:g}"]  # fmt: skip
+    server = ServiceProcess("rollout.server", server_args, "rollout", log_path=Path("/tmp/rlvr-bench-rollout.log"))
+    server.start(timeout_s=120)
+    llm = raw_vllm(model_dir, args)
+    loop = asyncio.new_event_loop()
+
+    async def connect() -> RolloutClient:  # grpc.aio channels belong to the loop they are made on
+        return RolloutClient(server.address or "")
+
+    client = loop.run_until_complete(connect())
+    try:
+        loop.run_until_complete(client.wait_ready(300))
+        report = bench(args, loop, client, llm, hf, tok, prompts, model_dir)
+    finally:
+        loop.run_until_complete(client.close())
+        server.stop()
+    print(report)
+
+
+def bench(args: argparse.Namespace, loop: Any, client: Any, llm: Any, hf: Any, tok: Any,
+          prompts: list[list[int]], model_dir: Path) -> str:  # fmt: skip
+    gen = {
+        "grpc": lambda: loop.run_until_complete(run_grpc(client, prompts, args.max_tokens)),
+        "raw_vllm": lambda: run_raw(llm, prompts, args.max_tokens),
+        "hf": lambda: run_hf(hf, tok, prompts, args.max_tokens),
+    }
+    gen["grpc"]()  # warm-up: first-batch overheads of both engines
+    gen["raw_vllm"]()
+    rates: dict[str, list[float]] = {k: [] for k in gen}
+    order = list(gen)
+    for r in range(args.rounds):
+        for name in order if r % 2 == 0 else order[::-1]:  # alternate the order between rounds
+            dt, tokens = timed(gen[name])
+            rates[name].append(tokens / dt)
+            print(f"round {r}: {name:9s} {tokens:5d} tokens in {dt:6.2f}s = {tokens / dt:7.1f} tok/s", flush=True)
+    sync = bench_sync(args, loop, client, llm, model_dir)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    lines = [
+        "",
+        f"== rollout benchmark: SmolLM2-135M-Instruct bf16, {args.prompts} prompts x {args.max_tokens} max tokens, "
+        f"temperature 1.0; vLLM eager, {args.threads} unpinned threads, LoRA on, KV {args.kv_cache_gib:g} GiB; "
+        f"median of {args.rounds} interleaved rounds ==",
+        f"gRPC server      {med['grpc']:8.1f} tok/s",
+        f"raw vLLM LLM     {med['raw_vllm']:8.1f} tok/s",
+        f"HF generate      {med['hf']:8.1f} tok/s",
+        f"gRPC / raw vLLM  {med['grpc'] / med['raw_vllm']:8.2f}x   (target >= 0.95)",
+        f"gRPC / HF        {med['grpc'] / med['hf']:8.2f}x   (target >= 2)",
+        f"full sync (gRPC push {sync['mb']:.0f} MB)  {sync['push']:6.2f}s",
+        f"raw reload_weights from disk  {sync['raw']:6.2f}s",
+        f"full sync / raw reload        {sync['push'] / sync['raw']:6.2f}x   (target <= 1.5)",
+        f"adapter sync (r=16, all linear, {sync['adapter_mb']:.1f} MB)  {sync['adapter']:6.3f}s",
+    ]
+    return "\n".join(lines)
+
+
+def bench_sync(args: argparse.Namespace, loop: Any, client: Any, llm: Any, model_dir: Path) -> dict[str, float]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).state_dict()
+    push, raw, adapter = [], [], []
+    config, lora = lora_tensors(model_dir)
+    for r in range(args.rounds):
+        dt, _ = timed(lambda r=r: loop.run_until_complete(client.update_weights(sd, version=r + 1)))
+        push.append(dt)
+        dt, _ = timed(lambda: llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)}))
+        raw.append(dt)
+        v = 100 + r
+        dt, _ = timed(lambda v=v: loop.run_until_complete(client.load_adapter("bench", config, lora, version=v)))
+        adapter.append(dt)
+        print(f"round {r}: full push {push[-1]:.2f}s, raw reload {raw[-1]:.2f}s, adapter {adapter[-1]:.3f}s",
+              flush=True)  # fmt: skip
+    mb = sum(t.numel() * 2 for k, t in sd.items() if k != "lm_head.weight") / 1e6
+    adapter_mb = sum(t.numel() * t.element_size() for t in lora.values()) / 1e6
+    return {"push": statistics.median(push), "raw": statistics.median(raw), "adapter": statistics.median(adapter),
+            "mb": mb, "adapter_mb": adapter_mb}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""Weight streams: splitting tensors into bounded chunks (client) and validating + assembling them (server).
+
+A stream is a header followed by tensor chunks; each tensor arrives whole and in order of byte offset, so the
+server only ever holds one chunk. Full updates are written straight into a pre-laid-out safetensors file
+(the header is known from the model's own checkpoint, so every byte lands at its final offset with no
+re-assembly copy); adapters are small and are assembled in memory. Everything is checked against the
+expected names/shapes/dtypes before a single byte reaches the engine."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.v1 import rollout_pb2 as pb
+
+CHUNK_BYTES = 4 * 1024 * 1024
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+_ST_CODES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+_ST_NAMES = {v: k for k, v in _ST_CODES.items()}
+
+
+class WeightsError(ValueError):
+    """The stream's content is wrong (bad name/shape/dtype/offset): INVALID_ARGUMENT."""
+
+
+class IncompleteStreamError(WeightsError):
+    """The stream ended early or carried fewer tensors than announced: ABORTED."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * ITEMSIZE[self.dtype]
+
+
+# ---------------------------------------------------------------- client side: tensors -> chunks
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    if dtype not in DTYPE_NAMES:
+        raise WeightsError(f"unsupported dtype {dtype}; use one of {sorted(DTYPES)}")
+    return DTYPE_NAMES[dtype]
+
+
+def tensor_chunks(
+    name: str, tensor: torch.Tensor, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[pb.WeightsChunk]:
+    """One tensor as WeightsChunk messages of at most chunk_bytes each (at least one, even if empty)."""
+    t = tensor.detach().to("cpu").contiguous()
+    flat = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+    total = flat.numel()
+    dtype, shape = dtype_name(t.dtype), list(t.shape)
+    offset = 0
+    while True:
+        end = min(offset + chunk_bytes, total)
+        data = flat[offset:end].numpy().tobytes()
+        yield pb.WeightsChunk(
+            tensor=pb.TensorChunk(
+                name=name, dtype=dtype, shape=shape, offset=offset, total_bytes=total, data=data
+            )
+        )
+        offset = end
+        if offset >= total:
+            return
+
+
+def weight_stream(
+    header: pb.WeightsHeader,
+    tensors: Mapping[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[pb.WeightsChunk]:
+    """Header then every tensor's chunks; tensors are cast to `dtype` one at a time (bounded memory)."""
+    yield pb.WeightsChunk(header=header)
+    for name, t in tensors.items():
+        yield from tensor_chunks(name, t.to(dtype) if dtype is not None else t, chunk_bytes)
+
+
+# ---------------------------------------------------------------- server side: checkpoint layout
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header: dict[str, Any] = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header
+
+
+def checkpoint_specs(model_dir: Path) -> dict[str, TensorSpec]:
+    """Names, dtypes and shapes of every tensor in an HF safetensors checkpoint (headers only, no data)."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir}: no *.safetensors checkpoint")
+    specs: dict[str, TensorSpec] = {}
+    for f in files:
+        for name, meta in read_safetensors_header(f).items():
+            specs[name] = TensorSpec(name, _ST_CODES.get(meta["dtype"], meta["dtype"]), tuple(meta["shape"]))
+    return specs
+
+
+def with_dtype(specs: Mapping[str, TensorSpec], dtype: str) -> dict[str, TensorSpec]:
+    return {n: TensorSpec(n, dtype, s.shape) for n, s in specs.items()}
+
+
+def safetensors_layout(specs: Iterable[TensorSpec]) -> tuple[bytes, dict[str, int]]:
+    """The serialized safetensors header for `specs` and each tensor's absolute file offset."""
+    meta: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    rel: dict[str, int] = {}
+    pos = 0
+    for s in specs:
+        meta[s.name] = {
+            "dtype": _ST_NAMES[s.dtype],
+            "shape": list(s.shape),
+            "data_offsets": [pos, pos + s.nbytes],
+        }
+        rel[s.name] = pos
+        pos += s.nbytes
+    raw = json.dumps(meta, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors wants the data section 8-byte aligned
+    head = struct.pack("<Q", len(raw)) + raw
+    return head, {n: len(head) + p for n, p in rel.items()}
+
+
+# ---------------------------------------------------------------- server side: assembly
+
+
+class Sink:
+    """Where validated chunk bytes go."""
+
+    def write(self, spec: TensorSpec, offset: int, data: bytes) -> None:
+        raise WeightsError("this stream accepts no tensor data")
+
+    def close(self) -> None:
+        """Release resources (called on success and on failure)."""
+
+
+class SpillFileSink(Sink):
+    """Writes into one pre-sized safetensors file laid out for `specs`; other names are dropped."""
+
+    def __init__(self, path: Path, specs: Iterable[TensorSpec]) -> None:
+        head, self.offsets = safetensors_layout(specs)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        size = len(head) + sum(s.nbytes for s in specs)
+        os.ftruncate(self.fd, size)
+        os.pwrite(self.fd, head, 0)
+
+    def write(self, spec: TensorSpec, offset: int, data: bytes) -> None:
+        base = self.offsets.get(spec.name)
+        if base is not None:
+            os.pwrite(self.fd, data, base + offset)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class MemorySink(Sink):
+    """Assembles each tensor in a bytearray (for adapters, which are small)."""
+
+    def __init__(self, max_total_bytes: int) -> None:
+        self.max_total_bytes = max_total_bytes
+        self.buffers: dict[str, bytearray] = {}
+        self.specs: dict[str, TensorSpec] = {}
+        self.total = 0
+
+    def write(self, spec: TensorSpec, offset: int, data: bytes) -> None:
+        buf = self.buffers.get(spec.name)
+        if buf is None:
+            self.total += spec.nbytes
+            if self.total > self.max_total_bytes:
+                raise WeightsError(f"stream exceeds {self.max_total_bytes} bytes in total")
+            buf = self.buffers[spec.name] = bytearray(spec.nbytes)
+            self.specs[spec.name] = spec
+        buf[offset : offset + len(data)] = data
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, buf in self.buffers.items():
+            spec = self.specs[name]
+            t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
+            out[name] = t.view(DTYPES[spec.dtype]).reshape(spec.shape).clone()
+        return out
+
+
+SpecFor = Callable[[pb.TensorChunk], TensorSpec]
+
+
+class ChunkAssembler:
+    """Validates a chunk sequence (order, offsets, sizes) and forwards the bytes to a sink.
+
+    `spec_for` checks a tensor's first chunk against what the model expects and returns its spec (or
+    raises WeightsError); later chunks of the same tensor must repeat name, dtype, shape and total size."""
+
+    def __init__(self, spec_for: SpecFor, sink: Sink) -> None:
+        self.spec_for = spec_for
+        self.sink = sink
+        self.done: set[str] = set()
+        self.current: TensorSpec | None = None
+        self.received = 0
+        self.num_bytes = 0
+
+    def feed(self, c: pb.TensorChunk) -> None:
+        if self.current is None or c.name != self.current.name or c.name in self.done:
+            self._begin(c)
+        spec = self.current
+        assert spec is not None
+        if (c.dtype, tuple(c.shape), c.total_bytes) != (spec.dtype, spec.shape, spec.nbytes):
+            raise WeightsError(f"{c.name}: dtype/shape/total_bytes changed between chunks")
+        if c.offset != self.received:
+            raise WeightsError(
+                f"{c.name}: chunk at offset {c.offset}, expected {self.received} (chunks in order)"
+            )
+        if self.received + len(c.data) > spec.nbytes:
+            raise WeightsError(f"{c.name}: chunk runs past the tensor's {spec.nbytes} bytes")
+        self.sink.write(spec, c.offset, c.data)
+        self.received += len(c.data)
+        self.num_bytes += len(c.data)
+        if self.received == spec.nbytes:
+            self.done.add(spec.name)
+
+    def _begin(self, c: pb.TensorChunk) -> None:
+        if self.current is not None and self.current.name not in self.done:
+            cur = self.current
+            raise WeightsError(f"{cur.name}: {self.received} of {cur.nbytes} bytes sent before {c.name}")
+        if c.name in self.done:
+            raise WeightsError(f"{c.name}: sent twice")
+        spec = self.spec_for(c)
+        if c.total_bytes != spec.nbytes:
+            raise WeightsError(
+                f"{c.name}: total_bytes {c.total_bytes} != {spec.nbytes} for {spec.shape} {spec.dtype}"
+            )
+        self.current, self.received = spec, 0
+        if spec.nbytes == 0:
+            self.done.add(spec.name)
+
+    def finish(self, num_tensors: int) -> None:
+        """The stream ended: every announced tensor must be complete."""
+        if self.current is not None and self.current.name not in self.done:
+            raise IncompleteStreamError(
+                f"stream ended inside {self.current.name} ({self.received} of {self.current.nbytes} bytes)"
+            )
+        if len(self.done) != num_tensors:
+            raise IncompleteStreamError(
+                f"stream carried {len(self.done)} tensors, header announced {num_tensors}"
+            )
+
+
+def check_chunk_against(spec: TensorSpec | None, c: pb.TensorChunk, what: str) -> TensorSpec:
+    """Shared name/dtype/shape check with messages that say what was expected."""
+    if spec is None:
+        raise WeightsError(f"{c.name}: not a tensor of {what}")
+    if c.dtype not in DTYPES:
+        raise WeightsError(f"{c.name}: unknown dtype {c.dtype!r}; use one of {sorted(DTYPES)}")
+    if c.dtype != spec.dtype:
+        raise WeightsError(f"{c.name}: dtype {c.dtype}, the server expects {spec.dtype} (GetInfo.dtype)")
+    if tuple(c.shape) != spec.shape:
+        raise WeightsError(f"{c.name}: shape {list(c.shape)}, expected {list(spec.shape)}")
+    return spec
