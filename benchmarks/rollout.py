@@ -2,12 +2,14 @@
 
 - generation tokens/s: gRPC server (RolloutClient) vs raw vLLM offline `LLM.generate` vs HF `generate`
   (batched), same prompts and sampling (temperature 1.0, top_p 1, max_tokens, one sample per prompt);
-- full weight sync: RolloutClient.update_weights (stream + validate + spill + in-place reload) vs a raw
-  `reload_weights` of the same engine type from the local model directory;
+- full weight sync: RolloutClient.update_weights vs a raw `reload_weights` of the same engine type from the
+  local model directory, both ways the client can push: as a file handed over in the server's local_dir
+  (/dev/shm; co-located trainer and server, the default here) and streamed over gRPC (validate + spill +
+  in-place reload; what a remote replica gets);
 - LoRA adapter sync (rank 16, all linear layers).
 
 Both vLLM engines use identical settings (eager, same threads, LoRA enabled, processed logprobs, one sampled
-logprob per token). Targets: gRPC >= 0.95x raw vLLM, >= 2x HF; full sync <= 1.5x raw reload.
+logprob per token). Targets: gRPC >= 0.95x raw vLLM, >= 2x HF; full sync (local path) <= 1.5x raw reload.
 
 Run: .venv/bin/python benchmarks/rollout.py [--prompts 32 --max-tokens 128 --rounds 3 --threads 2]"""
 
@@ -41,6 +43,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--kv-cache-gib", type=float, default=1.0)
+    p.add_argument("--sync-only", action="store_true", help="only the weight/adapter sync part")
     return p.parse_args()
 
 
@@ -129,7 +132,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     prompts = chat_ids(tok, args.prompts)
     torch.set_num_threads(args.threads)
-    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    hf = None if args.sync_only else AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     server_args = ["--model", str(model_dir), "--max-model-len", "1024", "--enable-lora", "--max-lora-rank", "16",
                    "--threads", str(args.threads), "--kv-cache-gib", f"{args.kv_cache_gib:g}"]  # fmt: skip
     server = ServiceProcess("rollout.server", server_args, "rollout", log_path=Path("/tmp/rlvr-bench-rollout.log"))
@@ -137,37 +140,41 @@ def main() -> None:
     llm = raw_vllm(model_dir, args)
     loop = asyncio.new_event_loop()
 
-    async def connect() -> RolloutClient:  # grpc.aio channels belong to the loop they are made on
-        return RolloutClient(server.address or "")
+    async def connect(local_weights: bool) -> RolloutClient:  # grpc.aio channels belong to their loop
+        return RolloutClient(server.address or "", local_weights=local_weights)
 
-    client = loop.run_until_complete(connect())
+    client = loop.run_until_complete(connect(True))
+    streaming = loop.run_until_complete(connect(False))
     try:
         loop.run_until_complete(client.wait_ready(300))
-        report = bench(args, loop, client, llm, hf, tok, prompts, model_dir)
+        report = bench(args, loop, (client, streaming), llm, hf, tok, prompts, model_dir)
     finally:
         loop.run_until_complete(client.close())
+        loop.run_until_complete(streaming.close())
         server.stop()
     print(report)
 
 
-def bench(args: argparse.Namespace, loop: Any, client: Any, llm: Any, hf: Any, tok: Any,
+def bench(args: argparse.Namespace, loop: Any, clients: tuple[Any, Any], llm: Any, hf: Any, tok: Any,
           prompts: list[list[int]], model_dir: Path) -> str:  # fmt: skip
+    client = clients[0]
     gen = {
         "grpc": lambda: loop.run_until_complete(run_grpc(client, prompts, args.max_tokens)),
         "raw_vllm": lambda: run_raw(llm, prompts, args.max_tokens),
         "hf": lambda: run_hf(hf, tok, prompts, args.max_tokens),
     }
-    gen["grpc"]()  # warm-up: first-batch overheads of both engines
-    gen["raw_vllm"]()
     rates: dict[str, list[float]] = {k: [] for k in gen}
+    if not args.sync_only:
+        gen["grpc"]()  # warm-up: first-batch overheads of both engines
+        gen["raw_vllm"]()
     order = list(gen)
-    for r in range(args.rounds):
+    for r in range(0 if args.sync_only else args.rounds):
         for name in order if r % 2 == 0 else order[::-1]:  # alternate the order between rounds
             dt, tokens = timed(gen[name])
             rates[name].append(tokens / dt)
             print(f"round {r}: {name:9s} {tokens:5d} tokens in {dt:6.2f}s = {tokens / dt:7.1f} tok/s", flush=True)
-    sync = bench_sync(args, loop, client, llm, model_dir)
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    sync = bench_sync(args, loop, clients, llm, model_dir)
+    med = {k: statistics.median(v) if v else float("nan") for k, v in rates.items()}
     lines = [
         "",
         f"== rollout benchmark: SmolLM2-135M-Instruct bf16, {args.prompts} prompts x {args.max_tokens} max tokens, "
@@ -179,34 +186,41 @@ def bench(args: argparse.Namespace, loop: Any, client: Any, llm: Any, hf: Any, t
         f"gRPC / raw vLLM  {med['grpc'] / med['raw_vllm']:8.2f}x   (target >= 0.95)",
         f"gRPC / HF        {med['grpc'] / med['hf']:8.2f}x   (target >= 2)",
         f"full sync (gRPC push {sync['mb']:.0f} MB)  {sync['push']:6.2f}s",
+        f"full sync (local path)        {sync['local']:6.2f}s",
         f"raw reload_weights from disk  {sync['raw']:6.2f}s",
-        f"full sync / raw reload        {sync['push'] / sync['raw']:6.2f}x   (target <= 1.5)",
+        f"full sync / raw reload        {sync['push'] / sync['raw']:6.2f}x   (streamed; remote replicas)",
+        f"local sync / raw reload       {sync['local'] / sync['raw']:6.2f}x   (target <= 1.5)",
         f"adapter sync (r=16, all linear, {sync['adapter_mb']:.1f} MB)  {sync['adapter']:6.3f}s",
     ]
     return "\n".join(lines)
 
 
-def bench_sync(args: argparse.Namespace, loop: Any, client: Any, llm: Any, model_dir: Path) -> dict[str, float]:
+def bench_sync(
+    args: argparse.Namespace, loop: Any, clients: tuple[Any, Any], llm: Any, model_dir: Path
+) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM
 
+    client, streaming = clients
     sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).state_dict()
-    push, raw, adapter = [], [], []
+    push, local, raw, adapter = [], [], [], []
     config, lora = lora_tensors(model_dir)
     for r in range(args.rounds):
-        dt, _ = timed(lambda r=r: loop.run_until_complete(client.update_weights(sd, version=r + 1)))
+        dt, _ = timed(lambda r=r: loop.run_until_complete(streaming.update_weights(sd, version=2 * r + 1)))
         push.append(dt)
+        dt, _ = timed(lambda r=r: loop.run_until_complete(client.update_weights(sd, version=2 * r + 2)))
+        local.append(dt)
         dt, _ = timed(lambda: llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)}))
         raw.append(dt)
         v = 100 + r
         dt, _ = timed(lambda v=v: loop.run_until_complete(client.load_adapter("bench", config, lora, version=v)))
         adapter.append(dt)
-        print(f"round {r}: full push {push[-1]:.2f}s, raw reload {raw[-1]:.2f}s, adapter {adapter[-1]:.3f}s",
-              flush=True)  # fmt: skip
+        print(f"round {r}: full push {push[-1]:.2f}s, local {local[-1]:.2f}s, raw reload {raw[-1]:.2f}s, "
+              f"adapter {adapter[-1]:.3f}s", flush=True)  # fmt: skip
     mb = sum(t.numel() * 2 for k, t in sd.items() if k != "lm_head.weight") / 1e6
     adapter_mb = sum(t.numel() * t.element_size() for t in lora.values()) / 1e6
-    return {"push": statistics.median(push), "raw": statistics.median(raw), "adapter": statistics.median(adapter),
-            "mb": mb, "adapter_mb": adapter_mb}  # fmt: skip
+    med = {"push": push, "local": local, "raw": raw, "adapter": adapter}
+    return {**{k: statistics.median(v) for k, v in med.items()}, "mb": mb, "adapter_mb": adapter_mb}
 
 
 if __name__ == "__main__":

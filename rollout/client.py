@@ -5,6 +5,9 @@
 - Every call has a deadline; UNAVAILABLE (server down, restarting, engine still loading) is retried with
   exponential backoff, on a fresh channel and possibly another replica, so a restarted server is picked up.
 - update_weights()/load_adapter() push to all replicas concurrently and verify the version each reports.
+  A replica that shares this machine's filesystem (GetInfo.local_dir, checked by device/inode/boot id) gets
+  the full weights as one safetensors file written into its local_dir (/dev/shm by default) and only the
+  file's path over gRPC; anything else (or a server that cannot see the file) gets the chunked stream.
 - restarted() names replicas whose server_id changed since last seen: they lost pushed weights/adapters."""
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import itertools
 import json
 import logging
 import math
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,7 @@ from rlvr.channel import aio_channel, auth_metadata
 from rlvr.v1 import rollout_pb2 as pb
 from rlvr.v1 import rollout_pb2_grpc as pb_grpc
 from rollout.types import PromptInput, Sample, SamplingConfig, ServerInfo, WeightsResult, as_prompt
-from rollout.weights import CHUNK_BYTES, DTYPES, weight_stream
+from rollout.weights import CHUNK_BYTES, DTYPES, local_dir_id, weight_stream, write_safetensors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,6 +101,7 @@ class RolloutClient:
         backoff_s: float = 0.25,
         max_backoff_s: float = 5.0,
         chunk_bytes: int = CHUNK_BYTES,
+        local_weights: bool = True,
     ) -> None:
         if balance not in ("least_loaded", "round_robin"):
             raise ValueError(f"balance must be least_loaded or round_robin, not {balance!r}")
@@ -106,6 +112,7 @@ class RolloutClient:
         self.timeout_s, self.transfer_timeout_s = timeout_s, transfer_timeout_s
         self.retry_s, self.backoff_s, self.max_backoff_s = retry_s, backoff_s, max_backoff_s
         self.chunk_bytes = chunk_bytes
+        self.local_weights = local_weights  # use a co-located replica's local_dir for full updates
         self._metadata = auth_metadata(token)
         self._replicas = [self._connect(a) for a in addrs]
         self._rr = itertools.count()
@@ -336,13 +343,13 @@ class RolloutClient:
 
     # ------------------------------------------------------------------ weight sync
 
-    async def _push(self, kind: str, make_stream: Callable[[ServerInfo], Any], version: int) -> list[WeightsResult]:
+    async def _push(
+        self, kind: str, send: Callable[[_Replica, ServerInfo], Awaitable[pb.WeightsResponse]], version: int
+    ) -> list[WeightsResult]:
         async def one(rep: _Replica) -> WeightsResult:
             async def op(r: _Replica) -> WeightsResult:
                 info = await self._info_one(r)
-                call = getattr(r.stub, kind)(timeout=self.transfer_timeout_s, metadata=self._metadata)
-                resp = await send_stream(call, make_stream(info))
-                return WeightsResult.from_proto(r.address, resp)
+                return WeightsResult.from_proto(r.address, await send(r, info))
 
             res = await self._retrying(op, self._fixed(rep))
             if version and res.policy_version != version:
@@ -363,14 +370,54 @@ class RolloutClient:
                 )
         return results
 
+    async def _stream(self, r: _Replica, kind: str, messages: Iterable[pb.WeightsChunk]) -> pb.WeightsResponse:
+        call = getattr(r.stub, kind)(timeout=self.transfer_timeout_s, metadata=self._metadata)
+        resp: pb.WeightsResponse = await send_stream(call, messages)
+        return resp
+
+    def _shares_local_dir(self, info: ServerInfo) -> bool:
+        if not (self.local_weights and info.local_dir and info.local_dir_id):
+            return False
+        try:
+            return local_dir_id(Path(info.local_dir)) == info.local_dir_id and os.access(info.local_dir, os.W_OK)
+        except OSError:
+            return False
+
+    async def _push_local(
+        self, r: _Replica, info: ServerInfo, tensors: Mapping[str, torch.Tensor], version: int
+    ) -> pb.WeightsResponse | None:
+        """The co-located fast path; None when it is not possible after all (then the caller streams)."""
+        path = Path(info.local_dir) / f"push-{uuid.uuid4().hex}.safetensors"
+        try:
+            await asyncio.to_thread(write_safetensors, path, tensors, DTYPES.get(info.dtype))
+            header = pb.WeightsHeader(version=version, num_tensors=len(tensors), local_path=str(path))
+            return await self._stream(r, "UpdateWeights", [pb.WeightsChunk(header=header)])
+        except OSError as e:
+            log.warning("cannot write weights into %s (%s); streaming them instead", info.local_dir, e)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            log.warning("%s cannot take a local weights file (%s); streaming them instead", r.address, e.details())
+        finally:
+            path.unlink(missing_ok=True)  # the server removes it; this covers failures before it got it
+        return None
+
     async def update_weights(self, tensors: Mapping[str, torch.Tensor], version: int) -> int:
-        """Push a full HF state dict to every replica (cast to each replica's dtype); returns the version."""
+        """Push a full HF state dict to every replica (cast to each replica's dtype); returns the version.
 
-        def stream(info: ServerInfo) -> Any:
+        Co-located replicas get it as a file in their local_dir (see the module docstring), others streamed."""
+
+        async def send(r: _Replica, info: ServerInfo) -> pb.WeightsResponse:
+            if self._shares_local_dir(info):
+                resp = await self._push_local(r, info, tensors, version)
+                if resp is not None:
+                    return resp
             header = pb.WeightsHeader(version=version, num_tensors=len(tensors))
-            return weight_stream(header, tensors, DTYPES.get(info.dtype), self.chunk_bytes)
+            return await self._stream(
+                r, "UpdateWeights", weight_stream(header, tensors, DTYPES.get(info.dtype), self.chunk_bytes)
+            )
 
-        results = await self._push("UpdateWeights", stream, version)
+        results = await self._push("UpdateWeights", send, version)
         return results[0].policy_version
 
     async def load_adapter(
@@ -379,13 +426,13 @@ class RolloutClient:
         """Hot-load a peft LoRA adapter (peft tensor names) on every replica; returns the version."""
         config_json = json.dumps(dict(adapter_config), default=list)
 
-        def stream(info: ServerInfo) -> Any:
+        async def send(r: _Replica, info: ServerInfo) -> pb.WeightsResponse:
             header = pb.WeightsHeader(
                 version=version, num_tensors=len(tensors), adapter_name=name, adapter_config_json=config_json
             )
-            return weight_stream(header, tensors, None, self.chunk_bytes)
+            return await self._stream(r, "LoadAdapter", weight_stream(header, tensors, None, self.chunk_bytes))
 
-        results = await self._push("LoadAdapter", stream, version)
+        results = await self._push("LoadAdapter", send, version)
         return results[0].policy_version
 
     # ------------------------------------------------------------------ lifecycle

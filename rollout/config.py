@@ -58,3 +58,9 @@ class RolloutConfig(StrictModel):
     """Hard limit on one UpdateWeights/LoadAdapter call: receiving, waiting for in-flight generations, swap."""
     spill_dir: Path | None = None
     """Where pushed weights are assembled (a safetensors file per version); default: the system temp dir."""
+    local_weights: bool | None = None
+    """Accept co-located full-weight pushes as a safetensors file in local_weights_dir (WeightsHeader.local_path)
+    instead of a byte stream. Unset: on only for loopback binds (then only local processes can call anyway)."""
+    local_weights_dir: Path | None = None
+    """Where co-located clients may put pushed files (the server makes a private 0700 subdirectory in it and only
+    accepts regular files directly inside that); default /dev/shm when present, else the system temp dir."""

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-num-seqs", type=int, help="most sequences batched at once")
     a("--transfer-timeout-s", type=float, help="hard limit per weight/adapter push")
     a("--spill-dir", type=Path, help="where pushed weights are assembled")
+    a("--local-weights", action=argparse.BooleanOptionalAction, default=None,
+      help="accept co-located pushes as a file in --local-weights-dir (default: on for loopback binds)")  # fmt: skip
+    a("--local-weights-dir", type=Path, help="where co-located clients put pushed files (default /dev/shm)")
     return p
 
 

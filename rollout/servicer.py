@@ -11,6 +11,8 @@ itself is shielded from cancellation (a half-applied reload would be worse than 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -34,12 +36,18 @@ from rollout.validation import RequestError, prompt_token_ids, sampling_from_pro
 from rollout.weights import (
     ChunkAssembler,
     IncompleteStreamError,
+    LocalPathUnavailableError,
     MemorySink,
+    Sink,
     SpillFileSink,
     TensorSpec,
     WeightsError,
     check_chunk_against,
+    check_local_file,
     checkpoint_specs,
+    local_dir_id,
+    open_local_file,
+    spec_check,
     with_dtype,
 )
 
@@ -57,6 +65,24 @@ def remove_orphaned_spill_dirs(root: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
         except (OSError, ValueError):
             continue  # no readable pid file (yet), or not ours to judge
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_local_root() -> Path:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+
+
+def _no_chunks(c: pb.TensorChunk) -> TensorSpec:
+    raise WeightsError("a local_path push carries no tensor chunks")
 
 
 class RolloutServicer(pb_grpc.RolloutServicer):
@@ -78,12 +104,25 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         (self.spill_root / "owner.pid").write_text(str(os.getpid()))
         self.adapters = AdapterStore(self.spill_root / "adapters")
         self.weights_dir: Path | None = None
+        # Co-located fast path: a private (0700) directory clients of the same user write pushed files into.
+        self.local_dir: Path | None = None
+        self.local_dir_id = ""
+        if cfg.local_weights if cfg.local_weights is not None else is_loopback(cfg.host):
+            local_root = cfg.local_weights_dir or default_local_root()
+            local_root.mkdir(parents=True, exist_ok=True)
+            if local_root.resolve() != root.resolve():
+                remove_orphaned_spill_dirs(local_root)
+            self.local_dir = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX + "local-", dir=local_root)).resolve()
+            (self.local_dir / "owner.pid").write_text(str(os.getpid()))
+            self.local_dir_id = local_dir_id(self.local_dir)
 
     def attach(self, engine: Engine) -> None:
         self.engine = engine
 
     def cleanup(self) -> None:
         shutil.rmtree(self.spill_root, ignore_errors=True)
+        if self.local_dir is not None:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
 
     async def _engine(self, context: grpc.aio.ServicerContext) -> Engine:
         if self.engine is None:
@@ -104,6 +143,8 @@ class RolloutServicer(pb_grpc.RolloutServicer):
             dtype=e.dtype if e else self.cfg.dtype,
             running_requests=e.num_running() if e else 0,
             server_id=self.server_id,
+            local_dir=str(self.local_dir or ""),
+            local_dir_id=self.local_dir_id,
         )
 
     # ------------------------------------------------------------------ generation
@@ -195,6 +236,8 @@ class RolloutServicer(pb_grpc.RolloutServicer):
                 self._transfer.release()
         except IncompleteStreamError as e:
             await context.abort(grpc.StatusCode.ABORTED, str(e))
+        except LocalPathUnavailableError as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except WeightsError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except TimeoutError:
@@ -217,7 +260,8 @@ class RolloutServicer(pb_grpc.RolloutServicer):
                         if not msg.HasField("tensor"):
                             raise WeightsError("only one header per stream")
                         asm.feed(msg.tensor)
-                    asm.finish(header.num_tensors)
+                    if not header.local_path:
+                        asm.finish(header.num_tensors)
                 finally:
                     asm.sink.close()
             except WeightsError:
@@ -243,19 +287,41 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         t0 = time.perf_counter()
         required, optional = self._full_specs(engine.dtype)
         new_dir = Path(tempfile.mkdtemp(prefix="weights-", dir=self.spill_root))
+        local_path = ""
+        keep = True
         try:
 
             def make(h: pb.WeightsHeader) -> ChunkAssembler:
+                nonlocal local_path
                 if h.adapter_name or h.adapter_config_json:
                     raise WeightsError("adapter fields in an UpdateWeights header; use LoadAdapter")
+                if h.local_path:
+                    local_path = h.local_path
+                    return ChunkAssembler(_no_chunks, Sink())
                 sink = SpillFileSink(new_dir / "model.safetensors", list(required.values()))
                 what = "the model checkpoint"
                 return ChunkAssembler(
                     lambda c: check_chunk_against(required.get(c.name, optional.get(c.name)), c, what), sink
                 )
 
-            header, asm = await self._receive(it, deadline, make)
-            missing = sorted(set(required) - asm.done)
+            try:
+                header, asm = await self._receive(it, deadline, make)
+                if local_path:
+                    # The pushed file is staged on its own filesystem (a rename, no copy); new_dir moves there.
+                    shutil.rmtree(new_dir, ignore_errors=True)
+                    keep = False
+                    new_dir, names, num_bytes = await asyncio.to_thread(
+                        self._stage_local, local_path, required, optional
+                    )
+                    if header.num_tensors and header.num_tensors != len(names):
+                        raise WeightsError(f"file holds {len(names)} tensors, header announced {header.num_tensors}")
+                else:
+                    names, num_bytes = asm.done, asm.num_bytes
+            finally:
+                if local_path and self._in_local_dir(local_path):
+                    with contextlib.suppress(OSError):
+                        os.unlink(local_path)  # whatever happened, the client's file does not outlive the call
+            missing = sorted(set(required) - names)
             if missing:
                 raise WeightsError(f"a full update needs every tensor; {len(missing)} missing, e.g. {missing[:3]}")
             async with self.gate.exclusive(deadline):
@@ -267,19 +333,57 @@ class RolloutServicer(pb_grpc.RolloutServicer):
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        if not keep:  # a co-located push: the reloaded copy is not kept in (shared) memory
+            shutil.rmtree(new_dir, ignore_errors=True)
+            self.weights_dir = None
         log.info(
-            "weights v%d: %d tensors, %.1f MB in %.2fs",
+            "weights v%d: %d tensors, %.1f MB in %.2fs%s",
             self.version,
-            len(asm.done),
-            asm.num_bytes / 1e6,
+            len(names),
+            num_bytes / 1e6,
             time.perf_counter() - t0,
+            " (local file)" if local_path else "",
         )
         return pb.WeightsResponse(
             policy_version=self.version,
-            num_tensors=len(asm.done),
-            num_bytes=asm.num_bytes,
+            num_tensors=len(names),
+            num_bytes=num_bytes,
             duration_s=time.perf_counter() - t0,
         )
+
+    def _in_local_dir(self, path: str) -> bool:
+        """Directly inside local_dir by name (unlink never follows a symlink, so removing it is safe)."""
+        return (
+            self.local_dir is not None
+            and os.path.isabs(path)
+            and os.path.normpath(path) == path
+            and Path(path).parent == self.local_dir
+        )
+
+    def _stage_local(
+        self, local_path: str, required: dict[str, TensorSpec], optional: dict[str, TensorSpec]
+    ) -> tuple[Path, set[str], int]:
+        """Take over a co-located client's file: open it (inside local_dir only, no symlinks), move it into a
+        fresh directory of its own (vLLM reloads a directory), and check its header like a streamed push."""
+        if self.local_dir is None:
+            raise LocalPathUnavailableError("this server does not accept local_path pushes (--local-weights)")
+        fd = open_local_file(local_path, self.local_dir)
+        stage = Path(tempfile.mkdtemp(prefix=".weights-", dir=self.local_dir))
+        try:
+            target = stage / "model.safetensors"
+            os.rename(local_path, target)
+            if os.stat(target).st_ino != os.fstat(fd).st_ino:
+                raise WeightsError(f"local_path {local_path!r} was replaced while being taken over")
+            what = "the model checkpoint"
+            names, num_bytes = check_local_file(
+                fd, lambda n, d, shape: spec_check(required.get(n, optional.get(n)), n, d, shape, what)
+            )
+            return stage, names, num_bytes
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        finally:
+            os.close(fd)
 
     async def _load_adapter(self, it: StreamIn, deadline: float) -> pb.WeightsResponse:
         engine = self.engine
@@ -292,6 +396,8 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         base_bytes = sum(s.nbytes for s in self.specs.values())
 
         def make(h: pb.WeightsHeader) -> ChunkAssembler:
+            if h.local_path:
+                raise WeightsError("local_path is only for UpdateWeights")
             check_adapter_name(h.adapter_name)
             cfg.update(parse_adapter_config(h.adapter_config_json, max_rank))
             return ChunkAssembler(lambda c: adapter_spec(c, cfg, self.specs, max_rank), MemorySink(base_bytes))

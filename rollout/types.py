@@ -131,6 +131,10 @@ class ServerInfo:
     dtype: str
     running_requests: int
     server_id: str
+    local_dir: str = ""
+    """Where a co-located client may hand over full weights as a file (empty: streaming only)."""
+    local_dir_id: str = ""
+    """local_dir's identity as the server sees it (rollout.weights.local_dir_id)."""
 
     @classmethod
     def from_proto(cls, address: str, m: pb.InfoResponse) -> ServerInfo:
@@ -144,6 +148,8 @@ class ServerInfo:
             dtype=m.dtype,
             running_requests=m.running_requests,
             server_id=m.server_id,
+            local_dir=m.local_dir,
+            local_dir_id=m.local_dir_id,
         )
 
 

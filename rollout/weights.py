@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ class WeightsError(ValueError):
 
 class IncompleteStreamError(WeightsError):
     """The stream ended early or carried fewer tensors than announced: ABORTED."""
+
+
+class LocalPathUnavailableError(WeightsError):
+    """A local_path push this server cannot take (disabled, or the file is not visible here): FAILED_PRECONDITION,
+    on which the client falls back to streaming."""
 
 
 @dataclass(frozen=True)
@@ -278,3 +284,109 @@ def check_chunk_against(spec: TensorSpec | None, c: pb.TensorChunk, what: str) -
     if tuple(c.shape) != spec.shape:
         raise WeightsError(f"{c.name}: shape {list(c.shape)}, expected {list(spec.shape)}")
     return spec
+
+
+# ---------------------------------------------------------------- co-located fast path: a file instead of chunks
+
+LOCAL_SUFFIX = ".safetensors"
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+
+def local_dir_id(path: Path) -> str:
+    """Boot id + device + inode of a directory: equal on client and server iff they see the same directory."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "no-boot-id"
+    st = os.stat(path)
+    return f"{boot}:{st.st_dev}:{st.st_ino}"
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> int:
+    """Write tensors (cast to dtype one at a time: bounded memory) as one safetensors file; returns its bytes."""
+    specs = []
+    for name, t in tensors.items():
+        specs.append(TensorSpec(name, dtype_name(dtype if dtype is not None else t.dtype), tuple(t.shape)))
+    head, offsets = safetensors_layout(specs)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, len(head) + sum(s.nbytes for s in specs))
+        os.pwrite(fd, head, 0)
+        for name, t in tensors.items():
+            c = t.detach().to("cpu", dtype=dtype if dtype is not None else t.dtype).contiguous()
+            if c.numel():
+                os.pwrite(fd, c.reshape(-1).view(torch.uint8).numpy().data, offsets[name])
+        return len(head) + sum(s.nbytes for s in specs)
+    finally:
+        os.close(fd)
+
+
+def open_local_file(local_path: str, local_dir: Path) -> int:
+    """Open a pushed file for reading, only if it is a regular file directly inside local_dir (no symlink
+    anywhere, no `..`, no other directory): a client may name its own push, never another file of the server."""
+    if not local_path or not os.path.isabs(local_path):
+        raise WeightsError(f"local_path {local_path!r}: must be an absolute path")
+    p = Path(local_path)
+    if p.name != os.path.basename(local_path) or not p.name.endswith(LOCAL_SUFFIX) or p.name.startswith("."):
+        raise WeightsError(f"local_path {local_path!r}: must name a *{LOCAL_SUFFIX} file")
+    root = local_dir.resolve(strict=True)
+    if os.path.normpath(local_path) != local_path or p.parent != root:
+        raise WeightsError(f"local_path {local_path!r}: must be a file directly inside {root}")
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise LocalPathUnavailableError(f"local_path {local_path!r}: no such file on the server") from None
+    except OSError as e:  # ELOOP: a symlink
+        raise WeightsError(f"local_path {local_path!r}: cannot be opened ({e.strerror}; no symlinks)") from None
+
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise WeightsError(f"local_path {local_path!r}: not a regular file with a single link")
+    return fd
+
+
+def check_local_file(fd: int, spec_for: Callable[[str, str, tuple[int, ...]], TensorSpec]) -> tuple[set[str], int]:
+    """Validate an open safetensors file: header well-formed, every tensor checked by spec_for(name, dtype,
+    shape) (raises WeightsError), byte ranges exactly tiling the data section. Returns (names, data bytes)."""
+    size = os.fstat(fd).st_size
+    raw = os.pread(fd, 8, 0)
+    if len(raw) < 8:
+        raise WeightsError("local file: shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", raw)
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise WeightsError(f"local file: header length {n} does not fit the file ({size} bytes)")
+    try:
+        meta = json.loads(os.pread(fd, n, 8))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"local file: header is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise WeightsError("local file: header is not a JSON object")
+    meta.pop("__metadata__", None)
+    ranges = []
+    for name, m in meta.items():
+        try:
+            code, shape, (begin, end) = m["dtype"], tuple(int(x) for x in m["shape"]), m["data_offsets"]
+            begin, end = int(begin), int(end)
+            if min(shape, default=0) < 0:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise WeightsError(f"{name}: malformed safetensors entry {m!r}") from None
+        dtype = _ST_CODES.get(code, str(code))
+        spec = spec_for(name, dtype, shape)
+        if end - begin != spec.nbytes or begin < 0:
+            raise WeightsError(f"{name}: data_offsets {[begin, end]} do not hold {spec.shape} {spec.dtype}")
+        ranges.append((begin, end, name))
+    pos = 0
+    for begin, end, name in sorted(ranges):
+        if begin != pos:
+            raise WeightsError(f"{name}: data_offsets overlap or leave a gap at byte {pos}")
+        pos = end
+    if 8 + n + pos != size:
+        raise WeightsError(f"local file: {size} bytes, header describes {8 + n + pos}")
+    return set(meta), pos
+
+
+def spec_check(expected: TensorSpec | None, name: str, dtype: str, shape: tuple[int, ...], what: str) -> TensorSpec:
+    """check_chunk_against for a (name, dtype, shape) read from a file header."""
+    return check_chunk_against(expected, pb.TensorChunk(name=name, dtype=dtype, shape=list(shape)), what)

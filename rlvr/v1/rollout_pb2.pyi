@@ -291,6 +291,7 @@ class WeightsHeader(_message.Message):
     NUM_TENSORS_FIELD_NUMBER: _builtins.int
     ADAPTER_NAME_FIELD_NUMBER: _builtins.int
     ADAPTER_CONFIG_JSON_FIELD_NUMBER: _builtins.int
+    LOCAL_PATH_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """version to assign after the swap; 0 -> current + 1"""
     num_tensors: _builtins.int
@@ -299,6 +300,12 @@ class WeightsHeader(_message.Message):
     """LoadAdapter only"""
     adapter_config_json: _builtins.str
     """LoadAdapter only: peft adapter_config.json"""
+    local_path: _builtins.str
+    """UpdateWeights only, co-located fast path: absolute path of a safetensors file the client wrote directly
+    inside the server's InfoResponse.local_dir (not in a subdirectory, not a symlink). No tensor chunks follow
+    the header. The server checks the file's safetensors header exactly like streamed tensors (names, dtypes,
+    shapes, byte ranges), reloads from it and deletes it, on success and on rejection. Empty = streamed push.
+    """
     def __init__(
         self,
         *,
@@ -306,10 +313,11 @@ class WeightsHeader(_message.Message):
         num_tensors: _builtins.int = ...,
         adapter_name: _builtins.str = ...,
         adapter_config_json: _builtins.str = ...,
+        local_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_config_json", b"adapter_config_json", "adapter_name", b"adapter_name", "num_tensors", b"num_tensors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_config_json", b"adapter_config_json", "adapter_name", b"adapter_name", "local_path", b"local_path", "num_tensors", b"num_tensors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -398,6 +406,8 @@ class InfoResponse(_message.Message):
     DTYPE_FIELD_NUMBER: _builtins.int
     RUNNING_REQUESTS_FIELD_NUMBER: _builtins.int
     SERVER_ID_FIELD_NUMBER: _builtins.int
+    LOCAL_DIR_FIELD_NUMBER: _builtins.int
+    LOCAL_DIR_ID_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     engine: _builtins.str
     """e.g. "vllm 0.32.0 (cpu)" """
@@ -408,6 +418,14 @@ class InfoResponse(_message.Message):
     """load, for least-loaded replica choice"""
     server_id: _builtins.str
     """changes on every server start (restart detection)"""
+    local_dir: _builtins.str
+    """Co-located weight pushes (WeightsHeader.local_path): the directory the server accepts files from; empty
+    when the server does not accept them (off by default unless bound to loopback).
+    """
+    local_dir_id: _builtins.str
+    """Identity of local_dir as the server sees it (boot id, device and inode): a client that computes the same
+    value for the same path shares the server's filesystem and may use local_path instead of streaming.
+    """
     @_builtins.property
     def adapters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -421,10 +439,12 @@ class InfoResponse(_message.Message):
         dtype: _builtins.str = ...,
         running_requests: _builtins.int = ...,
         server_id: _builtins.str = ...,
+        local_dir: _builtins.str = ...,
+        local_dir_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "dtype", b"dtype", "engine", b"engine", "max_model_len", b"max_model_len", "model", b"model", "policy_version", b"policy_version", "running_requests", b"running_requests", "server_id", b"server_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "dtype", b"dtype", "engine", b"engine", "local_dir", b"local_dir", "local_dir_id", b"local_dir_id", "max_model_len", b"max_model_len", "model", b"model", "policy_version", b"policy_version", "running_requests", b"running_requests", "server_id", b"server_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from rlvr.v1 import rollout_pb2 as pb
 from rlvr.v1 import rollout_pb2_grpc as pb_grpc
 from rollout.client import RolloutClient, RolloutError, send_stream
 from rollout.types import PromptInput, SamplingConfig
-from rollout.weights import weight_stream
+from rollout.weights import weight_stream, write_safetensors
 
 TOKEN = "test-token"
 LOGPROB_TOL = 1e-3  # float32 on both sides: measured ~3e-6
@@ -265,6 +266,100 @@ async def test_a_swap_waits_for_in_flight_generations(client: RolloutClient, hf)
     assert await client.update_weights(hf.state_dict(), version=v + 1) == v + 1
     assert (await long)[0].policy_version == v  # generated entirely under the old version
     assert (await client.generate([PROMPT], SamplingConfig(max_tokens=2)))[0].policy_version == v + 1
+
+
+async def test_colocated_push_goes_through_a_local_file(server, hf, monkeypatch) -> None:
+    import rollout.client as client_mod
+
+    async with RolloutClient(server[0], token=TOKEN, retry_s=5) as c:
+        info = (await c.info())[0]
+        local = Path(info.local_dir)
+        assert local.is_dir() and local.name.startswith("rlvr-rollout-local-")  # loopback bind: on by default
+        v = info.policy_version
+        new = copy.deepcopy(hf)
+        with torch.no_grad():
+            for p in new.parameters():
+                p.mul_(1.02)
+
+        def no_streaming(*a, **k):
+            raise AssertionError("a co-located push must not stream")
+
+        monkeypatch.setattr(client_mod, "weight_stream", no_streaming)
+        assert await c.update_weights(new.state_dict(), version=v + 1) == v + 1
+        monkeypatch.undo()
+        s = (await c.generate([PROMPT], SamplingConfig(max_tokens=16, temperature=1.0, seed=2)))[0]
+        assert s.policy_version == v + 1
+        assert max_diff(s.logprobs, hf_logprobs(new, PROMPT, s.token_ids)) < LOGPROB_TOL
+        assert sorted(p.name for p in local.iterdir()) == ["owner.pid"]  # file consumed, nothing left behind
+    # The streamed path still works against the same server (remote replicas, or local_weights=False).
+    async with RolloutClient(server[0], token=TOKEN, retry_s=5, local_weights=False) as c:
+        assert await c.update_weights(hf.state_dict(), version=v + 2) == v + 2
+        s = (await c.generate([PROMPT], SamplingConfig(max_tokens=16, temperature=1.0, seed=2)))[0]
+        assert max_diff(s.logprobs, hf_logprobs(hf, PROMPT, s.token_ids)) < LOGPROB_TOL
+
+
+async def _local_push(address: str, path: str, version: int = 77) -> grpc.StatusCode:
+    header = pb.WeightsHeader(version=version, local_path=path)
+    return await _raw_push(address, [pb.WeightsChunk(header=header)])
+
+
+async def test_local_paths_outside_the_local_dir_are_refused(server, client, tmp_path: Path, hf) -> None:
+    before, info = await greedy(client), (await client.info())[0]
+    local = Path(info.local_dir)
+    outside = tmp_path / "model.safetensors"
+    write_safetensors(outside, hf.state_dict(), torch.float32)
+    link = local / "link.safetensors"
+    link.symlink_to(outside)
+    codes = {
+        "outside": await _local_push(server[0], str(outside)),
+        "dotdot": await _local_push(server[0], f"{local}/../{outside.name}"),
+        "symlink": await _local_push(server[0], str(link)),
+        "system file": await _local_push(server[0], "/etc/passwd"),
+        "missing": await _local_push(server[0], f"{local}/nope.safetensors"),
+    }
+    assert codes == {
+        "outside": grpc.StatusCode.INVALID_ARGUMENT,
+        "dotdot": grpc.StatusCode.INVALID_ARGUMENT,
+        "symlink": grpc.StatusCode.INVALID_ARGUMENT,
+        "system file": grpc.StatusCode.INVALID_ARGUMENT,
+        "missing": grpc.StatusCode.FAILED_PRECONDITION,  # the client falls back to streaming on this one
+    }
+    assert outside.is_file() and Path("/etc/passwd").is_file()  # refused paths are never touched
+    assert not os.path.lexists(link)  # our own dir: the dangling entry is cleaned up
+    # A local_path header followed by tensor chunks, and local_path on LoadAdapter, are malformed.
+    header = pb.WeightsHeader(version=77, local_path=f"{local}/x.safetensors")
+    chunks = list(weight_stream(header, {"model.norm.weight": torch.ones(256)}))
+    assert await _raw_push(server[0], chunks) == grpc.StatusCode.INVALID_ARGUMENT
+    assert await _raw_push(server[0], chunks[:1], "LoadAdapter") == grpc.StatusCode.INVALID_ARGUMENT
+    assert await greedy(client) == before and (await client.info())[0].policy_version == info.policy_version
+
+
+async def test_bad_local_files_are_rejected_and_the_old_weights_keep_serving(server, client, hf) -> None:
+    before, info = await greedy(client), (await client.info())[0]
+    local = Path(info.local_dir)
+    sd = {k: v + 0.1 for k, v in hf.state_dict().items()}
+    cases = {
+        "shape": (dict(sd, **{"model.norm.weight": torch.ones(3)}), torch.float32, "shape"),
+        "dtype": (sd, torch.float16, "dtype"),
+        "name": ({"model.nope": torch.ones(2), **sd}, torch.float32, "not a tensor of"),
+        "missing": ({k: v for k, v in sd.items() if k != "model.norm.weight"}, torch.float32, "missing"),
+    }
+    for name, (tensors, dtype, match) in cases.items():
+        path = local / f"bad-{name}.safetensors"
+        write_safetensors(path, tensors, dtype)
+        async with aio_channel(server[0]) as ch:
+            call = pb_grpc.RolloutStub(ch).UpdateWeights(metadata=auth_metadata(TOKEN), timeout=60)
+            header = pb.WeightsHeader(version=88, num_tensors=len(tensors), local_path=str(path))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await send_stream(call, [pb.WeightsChunk(header=header)])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and match in (err.value.details() or ""), name
+        assert not path.exists(), name  # rejected files are deleted too
+    truncated = local / "truncated.safetensors"
+    write_safetensors(truncated, sd, torch.float32)
+    os.truncate(truncated, truncated.stat().st_size - 100)
+    assert await _local_push(server[0], str(truncated)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(p.name for p in local.iterdir()) == ["owner.pid"]
+    assert await greedy(client) == before and (await client.info())[0].policy_version == info.policy_version
 
 
 # ---------------------------------------------------------------------------- adapters

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from rlvr.serving import ManagedServer, ServerOptions
 from rlvr.v1 import rollout_pb2 as pb
 from rlvr.v1 import rollout_pb2_grpc as pb_grpc
 from rollout.client import RolloutClient, RolloutError
 from rollout.types import PromptInput, SamplingConfig
+from rollout.weights import local_dir_id
 
 
 class FakeRollout(pb_grpc.RolloutServicer):
@@ -27,6 +31,8 @@ class FakeRollout(pb_grpc.RolloutServicer):
         self.requests: list[int] = []
         self.received: list[tuple[str, str]] = []
         self.report_version: int | None = None
+        self.local_dir, self.local_dir_id, self.refuse_local = "", "", False
+        self.local_files: list[dict[str, torch.Tensor]] = []
 
     async def GetInfo(self, request, context) -> pb.InfoResponse:
         return pb.InfoResponse(
@@ -37,6 +43,8 @@ class FakeRollout(pb_grpc.RolloutServicer):
             running_requests=self.load,
             server_id=self.server_id,
             max_model_len=64,
+            local_dir=self.local_dir,
+            local_dir_id=self.local_dir_id,
         )
 
     async def GenerateStream(self, request, context) -> AsyncIterator[pb.Sample]:
@@ -65,7 +73,7 @@ class FakeRollout(pb_grpc.RolloutServicer):
     async def Generate(self, request, context) -> pb.GenerateResponse:
         return pb.GenerateResponse(samples=[s async for s in self.GenerateStream(request, context)])
 
-    async def _consume(self, it) -> pb.WeightsResponse:
+    async def _consume(self, it, context) -> pb.WeightsResponse:
         header = None
         async for m in it:
             if m.HasField("header"):
@@ -73,14 +81,19 @@ class FakeRollout(pb_grpc.RolloutServicer):
             else:
                 self.received.append((m.tensor.name, m.tensor.dtype))
         assert header is not None
+        if header.local_path:
+            if self.refuse_local:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no such file on the server")
+            self.local_files.append(load_file(header.local_path))
+            os.unlink(header.local_path)
         self.version = header.version
         return pb.WeightsResponse(policy_version=self.report_version or self.version, num_tensors=header.num_tensors)
 
     async def UpdateWeights(self, request_iterator, context) -> pb.WeightsResponse:
-        return await self._consume(request_iterator)
+        return await self._consume(request_iterator, context)
 
     async def LoadAdapter(self, request_iterator, context) -> pb.WeightsResponse:
-        return await self._consume(request_iterator)
+        return await self._consume(request_iterator, context)
 
 
 async def _serve(fake: FakeRollout, port: int = 0, token: str | None = None) -> ManagedServer:
@@ -205,3 +218,26 @@ async def test_stream_consumer_can_stop_early(pair) -> None:
         async for _ in client.generate_stream(_prompts(6), SamplingConfig(n=3)):
             break
         await asyncio.sleep(0)
+
+
+async def test_colocated_replicas_get_a_file_and_others_or_refusals_get_the_stream(pair, tmp_path: Path) -> None:
+    fakes, servers = pair
+    tensors = {"w": torch.arange(3, dtype=torch.float32), "v": torch.ones(2, 2)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fakes[0].local_dir, fakes[0].local_dir_id = str(tmp_path / "a"), local_dir_id(tmp_path / "a")
+    fakes[1].local_dir, fakes[1].local_dir_id = str(tmp_path / "b"), "another-machine:1:2"  # not shared
+    async with RolloutClient([s.address for s in servers], chunk_bytes=4) as client:
+        assert await client.update_weights(tensors, version=3) == 3
+        assert fakes[0].received == [] and len(fakes[0].local_files) == 1  # file only, no chunks
+        got = fakes[0].local_files[0]
+        assert got["w"].dtype == torch.bfloat16 and torch.equal(got["w"].float(), tensors["w"])
+        assert {n for n, _ in fakes[1].received} == {"w", "v"} and fakes[1].local_files == []
+        fakes[0].refuse_local = True  # e.g. a container that cannot see the file: fall back to streaming
+        assert await client.update_weights(tensors, version=4) == 4
+        assert {n for n, _ in fakes[0].received} == {"w", "v"}
+    assert list((tmp_path / "a").iterdir()) == []  # the client removes a file the server did not take
+    async with RolloutClient(servers[0].address, local_weights=False) as client:
+        fakes[0].refuse_local, fakes[0].received = False, []
+        assert await client.update_weights(tensors, version=5) == 5
+        assert len(fakes[0].local_files) == 1 and fakes[0].received

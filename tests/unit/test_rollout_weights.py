@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,22 @@ from rlvr.v1 import rollout_pb2 as pb
 from rollout.weights import (
     ChunkAssembler,
     IncompleteStreamError,
+    LocalPathUnavailableError,
     MemorySink,
     SpillFileSink,
     TensorSpec,
     WeightsError,
     check_chunk_against,
+    check_local_file,
     checkpoint_specs,
+    local_dir_id,
+    open_local_file,
+    safetensors_layout,
+    spec_check,
     tensor_chunks,
     weight_stream,
+    with_dtype,
+    write_safetensors,
 )
 
 
@@ -142,3 +151,109 @@ def test_checkpoint_specs_read_headers_only(tmp_path: Path) -> None:
     assert specs["x"] == TensorSpec("x", "bfloat16", (2, 3)) and specs["y"].nbytes == 16
     with pytest.raises(FileNotFoundError):
         checkpoint_specs(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- co-located fast path (a file instead of chunks)
+
+
+def _fspecs() -> dict[str, TensorSpec]:
+    return {"a": TensorSpec("a", "float32", (3, 4)), "b": TensorSpec("b", "float32", (5,))}
+
+
+def _check(path: Path, specs: dict[str, TensorSpec]) -> tuple[set[str], int]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return check_local_file(fd, lambda n, d, s: spec_check(specs.get(n), n, d, s, "the model"))
+    finally:
+        os.close(fd)
+
+
+def test_written_file_round_trips_and_validates(tmp_path: Path) -> None:
+    tensors = {"a": torch.randn(3, 4), "b": torch.randn(5)}
+    path = tmp_path / "push.safetensors"
+    size = write_safetensors(path, tensors, torch.bfloat16)
+    assert path.stat().st_size == size and path.stat().st_mode & 0o777 == 0o600
+    back = load_file(path)
+    assert back["a"].dtype == torch.bfloat16 and torch.equal(back["a"], tensors["a"].to(torch.bfloat16))
+    names, nbytes = _check(path, with_dtype(_fspecs(), "bfloat16"))
+    assert names == {"a", "b"} and nbytes == 17 * 2
+    with pytest.raises(FileExistsError):  # never overwrites (O_EXCL)
+        write_safetensors(path, tensors)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "match"),
+    [
+        ({"a": torch.randn(4, 3), "b": torch.randn(5)}, "shape"),
+        ({"a": torch.randn(3, 4).half(), "b": torch.randn(5)}, "dtype"),
+        ({"a": torch.randn(3, 4), "zzz": torch.randn(5)}, "not a tensor of"),
+    ],
+)
+def test_file_with_wrong_name_shape_dtype_rejected(tmp_path: Path, tensors, match: str) -> None:
+    path = tmp_path / "push.safetensors"
+    save_file(tensors, str(path))
+    with pytest.raises(WeightsError, match=match):
+        _check(path, _fspecs())
+
+
+def test_file_with_bad_offsets_or_size_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "push.safetensors"
+    write_safetensors(path, {"a": torch.randn(3, 4), "b": torch.randn(5)})
+    with path.open("ab") as f:
+        f.write(b"\0" * 4)  # trailing bytes the header does not describe
+    with pytest.raises(WeightsError, match="header describes"):
+        _check(path, _fspecs())
+    path.write_bytes(b"\xff" * 8 + b"{}")
+    with pytest.raises(WeightsError, match="header length"):
+        _check(path, _fspecs())
+    head, _ = safetensors_layout([TensorSpec("a", "float32", (3, 4)), TensorSpec("b", "float32", (5,))])
+    overlapping = head.replace(b'"data_offsets":[48,68]', b'"data_offsets":[40,60]')
+    assert overlapping != head
+    path.write_bytes(overlapping + b"\0" * 68)
+    with pytest.raises(WeightsError, match="overlap"):
+        _check(path, _fspecs())
+
+
+def test_local_files_only_directly_inside_the_local_dir(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    good = local / "push.safetensors"
+    write_safetensors(good, {"b": torch.randn(5)})
+    os.close(open_local_file(str(good.resolve()), local))
+    outside = tmp_path / "secret.safetensors"
+    outside.write_bytes(b"x")
+    (local / "sub").mkdir()
+    (local / "sub" / "x.safetensors").write_bytes(b"x")
+    (local / "link.safetensors").symlink_to(outside)
+    (local / "hard.safetensors").hardlink_to(outside)
+    (tmp_path / "dirlink").symlink_to(local)
+    root = str(local.resolve())
+    for bad, match in [
+        ("relative.safetensors", "absolute"),
+        (str(outside), "directly inside"),
+        (f"{root}/../secret.safetensors", "directly inside"),
+        (f"{root}/sub/x.safetensors", "directly inside"),
+        (str(tmp_path / "dirlink" / "push.safetensors"), "directly inside"),
+        (f"{root}/link.safetensors", "symlink"),
+        (f"{root}/hard.safetensors", "single link"),
+        (f"{root}/owner.pid", "safetensors"),
+        ("/etc/passwd", "safetensors"),
+    ]:
+        with pytest.raises(WeightsError, match=match):
+            os.close(open_local_file(bad, local))
+    with pytest.raises(LocalPathUnavailableError):
+        open_local_file(f"{root}/missing.safetensors", local)
+    assert outside.read_bytes() == b"x"
+
+
+def test_local_dir_id_identifies_the_directory(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert local_dir_id(tmp_path / "a") == local_dir_id(tmp_path / "a") != local_dir_id(tmp_path / "b")
+
+
+def test_local_weights_default_on_only_for_loopback_binds() -> None:
+    from rollout.servicer import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.1.2.3", "example.org", ""))
