@@ -1,0 +1,79 @@
+"""Every examples/*.toml parses with the config class it is for, and the files it names exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlvr.config import load_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def config_class(path: Path) -> type:
+    if path.name == "graders.toml":
+        from graders.config import GradersConfig
+
+        return GradersConfig
+    if path.name == "rollout.toml":
+        from rollout.config import RolloutConfig
+
+        return RolloutConfig
+    if path.name.startswith("grpo"):
+        from trainer.config import GRPOConfig
+
+        return GRPOConfig
+    raise AssertionError(f"{path.name}: no config class is known for this example; add it to test_examples.py")
+
+
+def all_examples() -> list[Path]:
+    return sorted(EXAMPLES.glob("*.toml"))
+
+
+def test_examples_exist() -> None:
+    names = {p.name for p in all_examples()}
+    assert {"grpo_addition.toml", "grpo_lora_addition.toml", "grpo_gsm.toml", "grpo_humaneval.toml"} <= names
+
+
+@pytest.mark.parametrize("path", all_examples(), ids=lambda p: p.name)
+def test_example_parses(path: Path) -> None:
+    cfg = load_config(config_class(path), path)
+    data = getattr(cfg, "data", None)
+    if data is not None:
+        for name in ("path", "eval_path"):
+            value = getattr(data, name)
+            if value:
+                assert (EXAMPLES.parent / value).exists(), f"{path.name}: data.{name} = {value} does not exist"
+
+
+def test_grpo_examples_validate_their_data_and_rewards() -> None:
+    """Cheap sources (jsonl, addition) are built and checked against the graders' required fields."""
+    from trainer.config import load_grpo_config
+    from trainer.data import build_tasks
+    from trainer.rewards import check_task_fields
+
+    for path in all_examples():
+        if not path.name.startswith("grpo"):
+            continue
+        cfg = load_grpo_config(path)
+        if cfg.data.source not in ("jsonl", "addition"):
+            continue
+        data = cfg.data.model_copy(update={
+            "path": str(EXAMPLES.parent / cfg.data.path) if cfg.data.path else None,
+            "eval_path": str(EXAMPLES.parent / cfg.data.eval_path) if cfg.data.eval_path else None,
+        })  # fmt: skip
+        stream, held_out = build_tasks(data)
+        check_task_fields([*stream.tasks, *held_out], cfg.rewards)
+
+
+def test_demo_config_matches_the_addition_example() -> None:
+    """`rlvr demo` runs the recipe of examples/grpo_addition.toml (a test keeps the two in step)."""
+    from trainer.cli import DEMO_CONFIG
+    from trainer.config import GRPOConfig, load_grpo_config
+
+    demo = GRPOConfig.model_validate(DEMO_CONFIG)
+    example = load_grpo_config(EXAMPLES / "grpo_addition.toml")
+    for section in ("model", "data", "sampling", "optim", "train", "loss"):
+        assert getattr(demo, section) == getattr(example, section), section
+    assert demo.rewards == example.rewards

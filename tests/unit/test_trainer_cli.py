@@ -1,0 +1,64 @@
+"""`rlvr train grpo` and `rlvr demo`: registration, fast help, config errors, refusals before any service
+starts (QLoRA on CPU, a run directory that already holds a run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rlvr.cli import app
+
+runner = CliRunner()
+
+
+def test_commands_are_registered() -> None:
+    result = runner.invoke(app, ["train", "grpo", "--help"])
+    assert result.exit_code == 0 and "--resume" in result.output and "--config" in result.output
+    result = runner.invoke(app, ["demo", "--help"])
+    assert result.exit_code == 0 and "addition" in result.output
+
+
+def test_cli_module_imports_no_heavy_libraries() -> None:
+    code = ("import sys, trainer.cli; "
+            "print([m for m in ('torch', 'grpc', 'transformers', 'vllm') if m in sys.modules])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_show_config_applies_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[train]\nsteps = 3\n")
+    result = runner.invoke(app, ["train", "grpo", "-c", str(cfg), "optim.lr=5e-5", "--show-config"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["train"]["steps"] == 3 and shown["optim"]["lr"] == 5e-5
+    assert shown["run_dir"] == "runs/run"
+
+
+def test_config_errors_exit_2_with_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[sampling]\ngroup_sise = 4\n")
+    result = runner.invoke(app, ["train", "grpo", "-c", str(cfg)])
+    assert result.exit_code == 2 and "sampling.group_sise" in result.output
+    result = runner.invoke(app, ["train", "grpo", "-c", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and "no such config file" in result.output
+
+
+def test_qlora_on_cpu_fails_clearly_before_starting_services(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = runner.invoke(app, ["train", "grpo", f"run_dir='{tmp_path / 'run'}'", f"model.path='{tiny_model_dir}'",
+                                 "model.finetune='qlora'"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "needs a CUDA GPU" in result.output and 'finetune = "lora"' in result.output
+    assert not (tmp_path / "run" / "logs").exists()  # no service was started
+
+
+def test_existing_run_needs_resume(tmp_path: Path, tiny_model_dir: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "elapsed_s": 1.0}\n')
+    result = runner.invoke(app, ["train", "grpo", f"run_dir='{run}'", f"model.path='{tiny_model_dir}'"])
+    assert result.exit_code == 2 and "--resume" in result.output

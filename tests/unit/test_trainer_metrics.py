@@ -1,0 +1,72 @@
+"""Per-step metrics, the metrics.jsonl / tasks.jsonl contract, TensorBoard output and resume truncation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rollout.types import Sample
+from trainer.data import Task
+from trainer.metrics import RunLog, batch_metrics, read_records, sample_metrics, truncate_history
+from trainer.pipeline import Group, ScoredSample
+from trainer.rewards import RewardOutcome, RewardSpec
+
+SPECS = [RewardSpec(grader="math", name="correct"), RewardSpec(grader="regex", name="format", weight=0.5)]
+
+
+def scored(correct: float, fmt: float, version: int, length: int = 3, finish: str = "stop") -> ScoredSample:
+    s = Sample("t", 0, 0, [1, 2], list(range(length)), "x", [-1.0] * length, finish, version)  # type: ignore[arg-type]
+    statuses = {"correct": "passed" if correct else "failed", "format": "passed" if fmt else "failed"}
+    outcome = RewardOutcome(reward=correct + 0.5 * fmt, per_grader={"correct": correct, "format": fmt},
+                            statuses=statuses)  # fmt: skip
+    return ScoredSample(s, outcome)
+
+
+def test_sample_metrics() -> None:
+    samples = [scored(1, 1, 0), scored(0, 1, 0, length=5, finish="length"), scored(0, 0, 0), scored(1, 0, 0)]
+    m = sample_metrics(samples, SPECS)
+    assert m["reward_mean"] == pytest.approx((1.5 + 0.5 + 0 + 1) / 4)
+    assert m["pass_rate"] == 0.25  # every grader must pass
+    assert m["reward/correct_mean"] == 0.5 and m["reward/format_mean"] == 0.5
+    assert m["status/correct/passed"] == 2 and m["status/format/failed"] == 2
+    assert m["completion/len_max"] == 5 and m["completion/truncated_frac"] == 0.25
+    assert sample_metrics(samples, SPECS, prefix="eval/")["eval/pass_rate"] == 0.25
+
+
+def test_batch_metrics_staleness_and_variance() -> None:
+    task = Task("t", [{"role": "user", "content": "q"}])
+    groups = [
+        Group(task, 2, [scored(1, 1, 3), scored(0, 1, 2)]),
+        Group(task, 3, [scored(1, 1, 3), scored(1, 1, 3)], dropped=1),
+    ]
+    m = batch_metrics(groups, SPECS, version=3)
+    assert m["staleness/max"] == 1 and m["staleness/mean"] == 0.25
+    assert m["groups/zero_variance_frac"] == 0.5 and m["groups/dropped_samples"] == 1
+
+
+def test_runlog_files_and_truncation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = RunLog(tmp_path, total_steps=3, start_step=0, elapsed_offset=10.0, tensorboard=True, progress="plain")
+    task = Task("t1", [{"role": "user", "content": "q"}])
+    log.write("eval", 0, {"eval/reward_mean": 0.2, "eval/pass_rate": 0.1})
+    for step in (1, 2, 3):
+        log.write_tasks(step, [Group(task, 2, [scored(1, 1, step - 1), scored(0, 0, step - 1)])])
+        log.write("train", step, {"reward_mean": 0.5, "time/step_s": 1.0, "weird": float("nan")})
+    log.close()
+    recs = read_records(tmp_path / "metrics.jsonl")
+    assert [(r["kind"], r["step"]) for r in recs] == [("eval", 0), ("train", 1), ("train", 2), ("train", 3)]
+    assert all(r["elapsed_s"] >= 10.0 for r in recs)  # continues the resumed run's clock
+    assert recs[0]["eval/pass_rate"] == 0.1 and recs[1]["weird"] is None  # strict JSON, no NaN
+    tasks = read_records(tmp_path / "tasks.jsonl")
+    assert tasks[0] == {"step": 1, "task_ids": ["t1"], "versions": [[0]]}
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    err = capsys.readouterr().err
+    assert "step 3/3" in err and "[eval] step 0" in err
+    # A resumed run from the step-1 checkpoint drops what came after (and a line cut by kill -9).
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "st')
+    truncate_history(tmp_path, 1)
+    assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl")] == [0, 1]
+    assert [r["step"] for r in read_records(tmp_path / "tasks.jsonl")] == [1]
+    json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])

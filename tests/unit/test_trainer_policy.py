@@ -1,0 +1,173 @@
+"""The policy on the tiny random Llama: exact shared-prefix scoring, LoRA reference without a second copy,
+weight export, QLoRA's clear refusal on CPU, and the optimizer update of one GRPO step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rollout.types import Sample
+from trainer.config import GRPOConfig, ModelSection
+from trainer.data import Task
+from trainer.grpo import make_optimizer, policy_update
+from trainer.pipeline import Group, ScoredSample
+from trainer.policy import Policy, PolicyError, check_qlora_supported
+from trainer.rewards import RewardOutcome
+
+PROMPT = list(range(5, 25))
+COMPLETIONS = [list(range(100 + i, 104 + 2 * i)) for i in range(4)]
+
+
+def policy(tiny: Path, finetune: str, beta: float = 0.0) -> Policy:
+    torch.manual_seed(0)
+    return Policy(ModelSection(path=str(tiny), dtype="float32", finetune=finetune), beta=beta)  # type: ignore[arg-type]
+
+
+def perturb_lora(p: Policy) -> None:
+    # A fresh adapter has B = 0 (identical to the base); give it weight so the tests can see it.
+    with torch.no_grad():
+        for name, param in p.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+
+
+def logps_and_grads(p: Policy, shared: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    p.cfg = p.cfg.model_copy(update={"shared_prefix": shared})
+    p.model.zero_grad()
+    lp, mask = p.group_logps(PROMPT, COMPLETIONS, temperature=0.7)
+    (lp * mask).sum().backward()
+    return lp.detach(), [q.grad.clone() for q in p.parameters()]
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_shared_prefix_is_exact(tiny_model_dir: Path, finetune: str) -> None:
+    p = policy(tiny_model_dir, finetune=finetune)
+    if finetune == "lora":
+        perturb_lora(p)
+    lp_shared, g_shared = logps_and_grads(p, True)
+    lp_plain, g_plain = logps_and_grads(p, False)
+    assert lp_shared.shape == (4, max(len(c) for c in COMPLETIONS))
+    mask = torch.zeros_like(lp_shared)
+    for i, c in enumerate(COMPLETIONS):
+        mask[i, : len(c)] = 1
+    assert torch.allclose(lp_shared * mask, lp_plain * mask, atol=1e-5)
+    for a, b in zip(g_shared, g_plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_logps_match_a_manual_forward(tiny_model_dir: Path) -> None:
+    p = policy(tiny_model_dir, finetune="full")
+    with torch.no_grad():
+        lp, _ = p.group_logps(PROMPT, [COMPLETIONS[0]])
+        ids = torch.tensor([PROMPT + COMPLETIONS[0]])
+        logits = p.model(input_ids=ids).logits[0, len(PROMPT) - 1 : -1].float()
+        manual = torch.log_softmax(logits, -1).gather(-1, torch.tensor(COMPLETIONS[0])[:, None])[:, 0]
+    assert torch.allclose(lp[0], manual, atol=1e-5)
+
+
+def test_lora_reference_is_the_base_without_a_copy(tiny_model_dir: Path) -> None:
+    base = policy(tiny_model_dir, finetune="full")
+    p = policy(tiny_model_dir, finetune="lora", beta=0.1)
+    perturb_lora(p)
+    assert p.ref_model is None
+    with torch.no_grad():
+        ref = p.reference_logps(PROMPT, COMPLETIONS, 1.0)
+        want, _ = base.group_logps(PROMPT, COMPLETIONS)
+        now, _ = p.group_logps(PROMPT, COMPLETIONS)
+    assert torch.allclose(ref, want, atol=1e-5)
+    assert not torch.allclose(now, want, atol=1e-3)  # the adapter is back on afterwards
+
+
+def test_full_finetune_reference_is_a_frozen_copy(tiny_model_dir: Path) -> None:
+    p = policy(tiny_model_dir, finetune="full", beta=0.1)
+    assert p.ref_model is not None
+    assert all(not q.requires_grad for q in p.ref_model.parameters())
+    plain = policy(tiny_model_dir, finetune="full")
+    with pytest.raises(PolicyError, match="beta"), plain.reference():
+        pass
+
+
+def test_weight_export(tiny_model_dir: Path) -> None:
+    full = policy(tiny_model_dir, finetune="full")
+    state = full.full_state()
+    assert "model.embed_tokens.weight" in state and "lm_head.weight" not in state  # tied: engine re-derives it
+    lora = policy(tiny_model_dir, finetune="lora")
+    cfg, tensors = lora.adapter_state()
+    assert cfg["r"] == 16 and cfg["peft_type"] == "LORA"
+    assert tensors and all(".lora_A." in k or ".lora_B." in k for k in tensors)
+    assert all(k.startswith("base_model.model.") for k in tensors)
+    trainable, total = lora.num_parameters()
+    assert sum(t.numel() for t in tensors.values()) == trainable < total
+
+
+def test_qlora_needs_a_gpu() -> None:
+    with pytest.raises(PolicyError, match=r"needs a CUDA GPU.*lora"):
+        check_qlora_supported(torch.device("cpu"))
+
+
+def test_qlora_on_cpu_policy_fails_clearly(tiny_model_dir: Path) -> None:
+    with pytest.raises(PolicyError, match="bitsandbytes"):
+        Policy(ModelSection(path=str(tiny_model_dir), finetune="qlora", device="auto"))
+
+
+def make_group(task_id: str, rewards: list[float]) -> Group:
+    samples = []
+    for i, r in enumerate(rewards):
+        c = COMPLETIONS[i % len(COMPLETIONS)]
+        s = Sample(task_id, 0, i, PROMPT, c, "x", [-1.0] * len(c), "stop", 0)
+        samples.append(ScoredSample(s, RewardOutcome(reward=r, per_grader={"math": r}, statuses={"math": "passed"})))
+    return Group(Task(task_id, [{"role": "user", "content": "q"}]), len(rewards), samples)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"train": {"num_iterations": 2}}, {"loss": {"beta": 0.05}},
+                                       {"model": {"gradient_checkpointing": True}}])  # fmt: skip
+def test_policy_update_moves_weights(tiny_model_dir: Path, overrides: dict) -> None:
+    data = {"model": {"path": str(tiny_model_dir), "dtype": "float32", "finetune": "full"}, "optim": {"lr": 1e-3}}
+    for k, v in overrides.items():
+        data.setdefault(k, {}).update(v)
+    cfg = GRPOConfig.model_validate(data)
+    p = Policy(cfg.model, beta=cfg.loss.beta)
+    opt, sched = make_optimizer(p, cfg)
+    before = [q.detach().clone() for q in p.parameters()]
+    stats = policy_update(p, opt, sched, [make_group("a", [1, 0, 0, 1]), make_group("b", [0, 0, 0, 0])], cfg)
+    # Without a KL term the zero-variance group has zero gradient and costs no forward pass.
+    assert stats["train/active_groups"] == (2.0 if cfg.loss.beta else 1.0)
+    assert any(not torch.equal(a, b) for a, b in zip(before, p.parameters(), strict=True))
+    for key in ("loss/clip_frac", "loss/is_ratio_mean", "loss/grad_norm", "train/lr"):
+        assert key in stats
+    if cfg.loss.beta:
+        assert "loss/kl" in stats
+
+
+def test_update_with_no_signal_is_skipped(tiny_model_dir: Path) -> None:
+    cfg = GRPOConfig.model_validate({"model": {"path": str(tiny_model_dir), "dtype": "float32", "finetune": "lora"}})
+    p = Policy(cfg.model)
+    opt, sched = make_optimizer(p, cfg)
+    before = [q.detach().clone() for q in p.parameters()]
+    stats = policy_update(p, opt, sched, [make_group("a", [1, 1, 1, 1])], cfg)
+    assert stats["train/skipped_update"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, p.parameters(), strict=True))
+
+
+class _OneParam:
+    def __init__(self) -> None:
+        self.param = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.param]
+
+
+def test_schedules() -> None:
+    for schedule, last in (("constant", 1.0), ("linear", 0.0), ("cosine", 0.0)):
+        cfg = GRPOConfig.model_validate({"optim": {"lr": 1.0, "schedule": schedule, "warmup_steps": 2},
+                                         "train": {"steps": 10}})  # fmt: skip
+        opt, sched = make_optimizer(_OneParam(), cfg)  # type: ignore[arg-type]
+        lrs = []
+        for _ in range(10):
+            lrs.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+        assert sched.get_last_lr()[0] == pytest.approx(last, abs=1e-6)

@@ -1,0 +1,214 @@
+"""The trained policy: loading (full / LoRA / QLoRA), per-token log-probs of sampled completions, the
+reference model for the KL term, and exporting weights in the form the rollout service takes.
+
+The trainer never tokenizes: the rollout service returns prompt and completion token ids, and the policy
+scores exactly those ids, so trainer and engine log-probs refer to the same tokens."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.config import ModelSection
+
+log = logging.getLogger(__name__)
+
+
+class PolicyError(RuntimeError):
+    """The policy cannot be built as configured (missing model, QLoRA without a GPU, ...)."""
+
+
+def resolve_model_path(path: str) -> Path:
+    """"base"/"tiny" name the bundled models (prepared on first use); anything else is an HF directory."""
+    from rlvr.models import prepare_base_model, prepare_tiny_model
+
+    if path == "base":
+        return prepare_base_model()
+    if path == "tiny":
+        return prepare_tiny_model()
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise PolicyError(f"model.path = {path!r}: not an HF model directory (no config.json)")
+    return p
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PolicyError("model.device = \"cuda\" but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def check_qlora_supported(device: torch.device) -> None:
+    """QLoRA needs bitsandbytes' 4-bit CUDA kernels; say so plainly instead of failing deep inside peft."""
+    if device.type != "cuda":
+        raise PolicyError(
+            "model.finetune = \"qlora\" needs a CUDA GPU: bitsandbytes' 4-bit (NF4) kernels do not run on "
+            f"{device.type}. Use model.finetune = \"lora\" (same adapter, unquantized base) on this machine."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise PolicyError(f"model.finetune = \"qlora\" needs bitsandbytes: pip install bitsandbytes ({e})") from None
+
+
+def _load_base(path: Path, cfg: ModelSection, device: torch.device) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.finetune == "qlora":
+        check_qlora_supported(device)
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+        )
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=dtype, device_map={"": 0})
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(device)  # type: ignore[arg-type]
+
+
+def _add_lora(model: Any, cfg: ModelSection) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+class Policy:
+    """The model being trained plus what the loop needs from it."""
+
+    def __init__(self, cfg: ModelSection, beta: float = 0.0) -> None:
+        self.cfg = cfg
+        self.path = resolve_model_path(cfg.path)
+        self.device = resolve_device(cfg.device)
+        model = _load_base(self.path, cfg, self.device)
+        self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        # A full fine-tune needs a frozen copy for the KL term; LoRA's reference is the base itself
+        # (adapter disabled), so no second copy is made.
+        self.ref_model: Any = None
+        if beta > 0 and cfg.finetune == "full":
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if cfg.finetune in ("lora", "qlora"):
+            model = _add_lora(model, cfg)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        self.model = model
+        self.model.train()
+
+    @property
+    def is_lora(self) -> bool:
+        return self.cfg.finetune in ("lora", "qlora")
+
+    @property
+    def shared_prefix(self) -> bool:
+        return self.cfg.shared_prefix and not self.cfg.gradient_checkpointing
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def num_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        total = sum(p.numel() for p in self.model.parameters())
+        return sum(p.numel() for p in self.parameters()), total
+
+    # ------------------------------------------------------------------ log-probs
+
+    def group_logps(
+        self, prompt: list[int], completions: list[list[int]], temperature: float = 1.0, model: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs [G, T] of each completion token given the shared prompt, and the mask [G, T] of real
+        (non-padding) tokens. Gradients flow when called with grad enabled."""
+        model = model if model is not None else self.model
+        lengths = [len(c) for c in completions]
+        width = max(max(lengths), 1)
+        ids = torch.zeros(len(completions), width, dtype=torch.long)
+        for i, c in enumerate(completions):
+            ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).float()
+        ids = ids.to(self.device)
+        if self.shared_prefix and model is self.model:
+            logits = self._logits_shared(model, prompt, ids)
+        else:
+            logits = self._logits_plain(model, prompt, ids)
+        logits = logits.float() / temperature
+        # Right padding needs no attention mask: causal attention never lets a real token see the pads.
+        token_logits = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        logps = token_logits - torch.logsumexp(logits, dim=-1)
+        return logps, mask.to(logps.device)
+
+    def _logits_plain(self, model: Any, prompt: list[int], ids: torch.Tensor) -> torch.Tensor:
+        g, t = ids.shape
+        p = torch.tensor(prompt, dtype=torch.long, device=ids.device).expand(g, -1)
+        out = model(input_ids=torch.cat([p, ids], dim=1), logits_to_keep=t + 1, use_cache=False)
+        return out.logits[:, :-1]
+
+    def _logits_shared(self, model: Any, prompt: list[int], ids: torch.Tensor) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        g, _ = ids.shape
+        p = torch.tensor([prompt], dtype=torch.long, device=ids.device)
+        first = model(input_ids=p, use_cache=True, logits_to_keep=1)
+        # The prompt's keys/values are computed once and broadcast to the G completions; expand() keeps
+        # them one tensor, so the backward pass sums the G gradients into the single prompt pass (exact).
+        layers = first.past_key_values.layers
+        cache = DynamicCache(
+            ddp_cache_data=[(la.keys.expand(g, -1, -1, -1), la.values.expand(g, -1, -1, -1)) for la in layers],
+            config=self._config(model),
+        )
+        rest = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        return torch.cat([first.logits[:, -1:].expand(g, -1, -1), rest.logits[:, :-1]], dim=1)
+
+    @staticmethod
+    def _config(model: Any) -> Any:
+        return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[Any]:
+        """The reference model for the KL term: LoRA → the base with the adapter disabled; full → the copy."""
+        if self.is_lora:
+            with self.model.disable_adapter():
+                yield self.model
+        elif self.ref_model is not None:
+            yield self.ref_model
+        else:
+            raise PolicyError("no reference model: loss.beta was 0 when the policy was built")
+
+    def reference_logps(self, prompt: list[int], completions: list[list[int]], temperature: float) -> torch.Tensor:
+        with torch.no_grad(), self.reference() as ref:
+            logps, _ = self.group_logps(prompt, completions, temperature, model=ref)
+        return logps
+
+    # ------------------------------------------------------------------ weight export
+
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """HF state-dict names → tensors (a tied lm_head is left out: the engine re-derives it)."""
+        state = self.model.state_dict()
+        if self.tied:
+            state.pop("lm_head.weight", None)
+        return {k: v.detach() for k, v in state.items()}
+
+    def adapter_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(adapter_config.json contents, peft tensor names → tensors) of the LoRA adapter."""
+        from peft import get_peft_model_state_dict
+
+        cfg = self.model.peft_config["default"].to_dict()
+        cfg["base_model_name_or_path"] = str(self.path)
+        tensors = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        return cfg, tensors
