@@ -16,20 +16,20 @@ import typer
 EXIT_CONFIG = 2
 EXIT_SERVICE = 3
 EXIT_INTERRUPTED = 130
-FULL_FINETUNE_LR = 2e-5
+LORA_LR = 5e-4  # measured: 25% -> 100% held-out in 12 steps (but ~3x the wall time of full fine-tuning)
 
 # The demo: 2-digit addition on SmolLM2-135M-Instruct with the embedded services, sized to finish in a
 # few minutes on 2 CPU cores (measured; see examples/grpo_addition.toml, which it mirrors).
 DEMO_CONFIG: dict[str, Any] = {
-    "model": {"path": "base", "finetune": "lora", "lora": {"r": 16, "alpha": 32}, "dtype": "bfloat16", "threads": 1},
+    "model": {"path": "base", "finetune": "full", "dtype": "bfloat16", "threads": 1},
     "data": {"source": "addition", "size": 2000, "eval_size": 100, "seed": 0},
     "rewards": [{"grader": "math"}],
     "loss": {"loss_type": "dapo"},
     "sampling": {"group_size": 8, "temperature": 1.0, "max_tokens": 16, "stop": ["\n"]},
-    "optim": {"lr": 5e-4},
-    "train": {"steps": 12, "prompts_per_step": 8, "max_staleness": 1},
-    "eval": {"every": 4},
-    "checkpoint": {"every": 4},
+    "optim": {"lr": 1e-4},
+    "train": {"steps": 10, "prompts_per_step": 8, "max_staleness": 1},
+    "eval": {"every": 5},
+    "checkpoint": {"every": 5},
     "rollout": {"threads": 1, "max_model_len": 512},
 }
 
@@ -99,7 +99,7 @@ def train_grpo(
 
 def demo(
     steps: int | None = typer.Option(None, help="Override the number of GRPO steps."),
-    finetune: str | None = typer.Option(None, help="lora (default) or full."),
+    finetune: str | None = typer.Option(None, help="full (default, fastest on CPU) or lora."),
     run_dir: Path | None = typer.Option(None, help="Where to write the run (default runs/demo-<time>)."),
 ) -> None:
     """GRPO on SmolLM2-135M-Instruct for 2-digit addition with embedded services: held-out accuracy before
@@ -112,8 +112,8 @@ def demo(
         data["train"]["steps"] = steps
     if finetune is not None:
         data["model"]["finetune"] = finetune
-        if finetune == "full":
-            data["optim"]["lr"] = FULL_FINETUNE_LR
+        if finetune == "lora":
+            data["optim"]["lr"] = LORA_LR
     cfg = GRPOConfig.model_validate(data)
     _setup_logging()
     _sigterm_to_exit()
