@@ -6,7 +6,8 @@
   local model directory, both ways the client can push: as a file handed over in the server's local_dir
   (/dev/shm; co-located trainer and server, the default here) and streamed over gRPC (validate + spill +
   in-place reload; what a remote replica gets);
-- LoRA adapter sync (rank 16, all linear layers).
+- LoRA adapter sync (rank 16, all linear layers), and generation with that adapter served natively (vLLM's
+  LoRA layers) vs merged into the weights by a second server (`--lora-mode merge`).
 
 Both vLLM engines use identical settings (eager, same threads, LoRA enabled, processed logprobs, one sampled
 logprob per token). Targets: gRPC >= 0.95x raw vLLM, >= 2x HF; full sync (local path) <= 1.5x raw reload.
@@ -135,27 +136,34 @@ def main() -> None:
     hf = None if args.sync_only else AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     server_args = ["--model", str(model_dir), "--max-model-len", "1024", "--enable-lora", "--max-lora-rank", "16",
                    "--threads", str(args.threads), "--kv-cache-gib", f"{args.kv_cache_gib:g}"]  # fmt: skip
-    server = ServiceProcess("rollout.server", server_args, "rollout", log_path=Path("/tmp/rlvr-bench-rollout.log"))
+    # The main server runs native LoRA, like the raw engine, so the generation comparison is like for like.
+    server = ServiceProcess("rollout.server", [*server_args, "--lora-mode", "native"], "rollout",
+                            log_path=Path("/tmp/rlvr-bench-rollout.log"))  # fmt: skip
     server.start(timeout_s=120)
     llm = raw_vllm(model_dir, args)
     loop = asyncio.new_event_loop()
 
-    async def connect(local_weights: bool) -> RolloutClient:  # grpc.aio channels belong to their loop
-        return RolloutClient(server.address or "", local_weights=local_weights)
+    async def connect(address: str | None, local_weights: bool = True) -> RolloutClient:
+        return RolloutClient(address or "", local_weights=local_weights)  # grpc.aio channels belong to their loop
 
-    client = loop.run_until_complete(connect(True))
-    streaming = loop.run_until_complete(connect(False))
+    clients = [loop.run_until_complete(connect(server.address, lw)) for lw in (True, False)]
     try:
-        loop.run_until_complete(client.wait_ready(300))
-        report = bench(args, loop, (client, streaming), llm, hf, tok, prompts, model_dir)
+        loop.run_until_complete(clients[0].wait_ready(300))
+        report = bench(args, loop, clients, llm, hf, tok, prompts, model_dir)
+        # The merging server exists only for this last part, so it cannot disturb the comparisons above.
+        with ServiceProcess("rollout.server", [*server_args, "--lora-mode", "merge"], "rollout-merge",
+                            log_path=Path("/tmp/rlvr-bench-rollout-merge.log")) as merging:  # fmt: skip
+            clients.append(loop.run_until_complete(connect(merging.address)))
+            loop.run_until_complete(clients[2].wait_ready(300))
+            report += "\n" + bench_lora(args, loop, clients, prompts, model_dir)
     finally:
-        loop.run_until_complete(client.close())
-        loop.run_until_complete(streaming.close())
+        for c in clients:
+            loop.run_until_complete(c.close())
         server.stop()
     print(report)
 
 
-def bench(args: argparse.Namespace, loop: Any, clients: tuple[Any, Any], llm: Any, hf: Any, tok: Any,
+def bench(args: argparse.Namespace, loop: Any, clients: list[Any], llm: Any, hf: Any, tok: Any,
           prompts: list[list[int]], model_dir: Path) -> str:  # fmt: skip
     client = clients[0]
     gen = {
@@ -195,9 +203,7 @@ def bench(args: argparse.Namespace, loop: Any, clients: tuple[Any, Any], llm: An
     return "\n".join(lines)
 
 
-def bench_sync(
-    args: argparse.Namespace, loop: Any, clients: tuple[Any, Any], llm: Any, model_dir: Path
-) -> dict[str, float]:
+def bench_sync(args: argparse.Namespace, loop: Any, clients: list[Any], llm: Any, model_dir: Path) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -221,6 +227,37 @@ def bench_sync(
     adapter_mb = sum(t.numel() * t.element_size() for t in lora.values()) / 1e6
     med = {"push": push, "local": local, "raw": raw, "adapter": adapter}
     return {**{k: statistics.median(v) for k, v in med.items()}, "mb": mb, "adapter_mb": adapter_mb}
+
+
+def bench_lora(
+    args: argparse.Namespace, loop: Any, clients: list[Any], prompts: list[list[int]], model_dir: Path
+) -> str:
+    """The same adapter served natively (vLLM's LoRA layers, main server) vs merged into the weights (second
+    server): load time and generation tokens/s. A quarter of the prompts: native LoRA on CPU is slow."""
+    from rollout.types import SamplingConfig
+
+    config, lora = lora_tensors(model_dir)
+    native, merged = clients[0], clients[2]
+    loads: dict[str, list[float]] = {"native": [], "merge": []}
+    rates: dict[str, list[float]] = {"native": [], "merge": []}
+    few = prompts[: max(1, len(prompts) // 4)]
+    sp = SamplingConfig(temperature=1.0, max_tokens=args.max_tokens, seed=0)
+    for r in range(args.rounds):
+        for name, c in (("native", native), ("merge", merged)):
+            dt, _ = timed(lambda c=c, r=r: loop.run_until_complete(c.load_adapter("lora", config, lora, 1000 + r)))
+            loads[name].append(dt)
+            dt, samples = timed(lambda c=c: loop.run_until_complete(c.generate(few, sp, adapter="lora")))
+            tokens = sum(len(s.token_ids) for s in samples)
+            rates[name].append(tokens / dt)
+            print(f"round {r}: adapter {name:6s} load {loads[name][-1]:.2f}s, {tokens:5d} tokens in {dt:6.2f}s = "
+                  f"{tokens / dt:7.1f} tok/s", flush=True)  # fmt: skip
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    load = {k: statistics.median(v) for k, v in loads.items()}
+    return (
+        f"generation with a LoRA adapter ({len(few)} prompts x {args.max_tokens}): native {med['native']:.1f} tok/s, "
+        f"merged {med['merge']:.1f} tok/s -> merged/native {med['merge'] / med['native']:.2f}x\n"
+        f"adapter load: native {load['native']:.3f}s, merged into the weights {load['merge']:.3f}s"
+    )
 
 
 if __name__ == "__main__":

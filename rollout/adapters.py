@@ -21,14 +21,14 @@ from rlvr.v1 import rollout_pb2 as pb
 from rollout.weights import DTYPES, TensorSpec, WeightsError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_LORA_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<ab>lora_[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
+LORA_NAME_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<ab>lora_[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 
 
 @dataclass
 class Adapter:
     name: str
     lora_id: int
-    path: Path
+    path: Path | None  # None: merged into the served weights (lora_mode=merge)
     version: int
     request: Any = None  # the engine's handle (vLLM LoRARequest)
 
@@ -72,7 +72,7 @@ def adapter_spec(
     c: pb.TensorChunk, cfg: Mapping[str, Any], base: Mapping[str, TensorSpec], max_rank: int
 ) -> TensorSpec:
     """Expected dtype/shape of one peft tensor: lora_A is (r, in), lora_B is (out, r) of the base Linear."""
-    m = _LORA_RE.match(c.name)
+    m = LORA_NAME_RE.match(c.name)
     if not m:
         raise WeightsError(f"{c.name}: not a peft LoRA tensor name (…<module>.lora_A.weight / lora_B.weight)")
     module, ab = m.group("module"), m.group("ab")
@@ -120,8 +120,9 @@ class AdapterStore:
         return old
 
     @staticmethod
-    def discard(path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+    def discard(path: Path | None) -> None:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
 
     def names(self) -> list[str]:
         return sorted(self.adapters)

@@ -42,6 +42,7 @@ def register(app: typer.Typer, group: typer.Typer) -> None:
         enable_lora: bool = typer.Option(False, help="Allow LoRA adapters."),
         max_lora_rank: int = typer.Option(None, help="Largest adapter rank."),
         max_loras: int = typer.Option(None, help="Adapters active in one batch."),
+        lora_mode: str = typer.Option(None, help="auto | native | merge (adapters folded into the weights)."),
         kv_cache_gib: float = typer.Option(None, help="KV cache GiB (VLLM_CPU_KVCACHE_SPACE)."),
         threads: int = typer.Option(None, help="Engine OpenMP threads (unpinned unless --cpu-bind)."),
         cpu_bind: str = typer.Option(None, help='"auto", "nobind" or cores like "0-1".'),
@@ -54,7 +55,7 @@ def register(app: typer.Typer, group: typer.Typer) -> None:
         argv = _argv(
             model=model, config=config, set=set_, host=host, port=port, token=token, tls_cert=tls_cert,
             tls_key=tls_key, max_model_len=max_model_len, dtype=dtype, enable_lora=enable_lora,
-            max_lora_rank=max_lora_rank, max_loras=max_loras, kv_cache_gib=kv_cache_gib, threads=threads,
-            cpu_bind=cpu_bind, compile=compile_, seed=seed,
+            max_lora_rank=max_lora_rank, max_loras=max_loras, lora_mode=lora_mode, kv_cache_gib=kv_cache_gib,
+            threads=threads, cpu_bind=cpu_bind, compile=compile_, seed=seed,
         )  # fmt: skip
         raise typer.Exit(main(argv))

@@ -344,7 +344,7 @@ class RolloutClient:
     # ------------------------------------------------------------------ weight sync
 
     async def _push(
-        self, kind: str, send: Callable[[_Replica, ServerInfo], Awaitable[pb.WeightsResponse]], version: int
+        self, kind: str, send: Callable[[_Replica, ServerInfo], Awaitable[pb.WeightsResponse]], version: int | None
     ) -> list[WeightsResult]:
         async def one(rep: _Replica) -> WeightsResult:
             async def op(r: _Replica) -> WeightsResult:
@@ -352,7 +352,7 @@ class RolloutClient:
                 return WeightsResult.from_proto(r.address, await send(r, info))
 
             res = await self._retrying(op, self._fixed(rep))
-            if version and res.policy_version != version:
+            if version is not None and res.policy_version != version:
                 raise RolloutError(
                     f"{kind}: replica reports version {res.policy_version}, pushed {version}",
                     address=rep.address,
@@ -362,7 +362,7 @@ class RolloutClient:
         results = list(await asyncio.gather(*(one(r) for r in self._replicas)))
         # Verify independently of the push's own answer, and take each server_id as the new baseline.
         for info in await self.info():
-            want = version or max(r.policy_version for r in results)
+            want = version if version is not None else max(r.policy_version for r in results)
             if info.policy_version != want:
                 raise RolloutError(
                     f"{kind}: replica at version {info.policy_version} after the push, want {want}",
@@ -384,7 +384,7 @@ class RolloutClient:
             return False
 
     async def _push_local(
-        self, r: _Replica, info: ServerInfo, tensors: Mapping[str, torch.Tensor], version: int
+        self, r: _Replica, info: ServerInfo, tensors: Mapping[str, torch.Tensor], version: int | None
     ) -> pb.WeightsResponse | None:
         """The co-located fast path; None when it is not possible after all (then the caller streams)."""
         path = Path(info.local_dir) / f"push-{uuid.uuid4().hex}.safetensors"
@@ -402,8 +402,9 @@ class RolloutClient:
             path.unlink(missing_ok=True)  # the server removes it; this covers failures before it got it
         return None
 
-    async def update_weights(self, tensors: Mapping[str, torch.Tensor], version: int) -> int:
-        """Push a full HF state dict to every replica (cast to each replica's dtype); returns the version.
+    async def update_weights(self, tensors: Mapping[str, torch.Tensor], version: int | None = None) -> int:
+        """Push a full HF state dict to every replica (cast to each replica's dtype); returns the version
+        (`version`, or each server's current + 1 when None).
 
         Co-located replicas get it as a file in their local_dir (see the module docstring), others streamed."""
 
@@ -421,9 +422,14 @@ class RolloutClient:
         return results[0].policy_version
 
     async def load_adapter(
-        self, name: str, adapter_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], version: int
+        self,
+        name: str,
+        adapter_config: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        version: int | None = None,
     ) -> int:
-        """Hot-load a peft LoRA adapter (peft tensor names) on every replica; returns the version."""
+        """Hot-load a peft LoRA adapter (peft tensor names) on every replica; returns the version (as for
+        update_weights)."""
         config_json = json.dumps(dict(adapter_config), default=list)
 
         async def send(r: _Replica, info: ServerInfo) -> pb.WeightsResponse:

@@ -39,6 +39,10 @@ class RolloutConfig(StrictModel):
     """Largest LoRA rank an adapter may have."""
     max_loras: int = Field(2, ge=1)
     """Adapters that can be active in one batch."""
+    lora_mode: Literal["auto", "native", "merge"] = "auto"
+    """How adapters are served. native: vLLM's LoRA layers (several adapters, base model alongside). merge: the
+    adapter is folded into the weights on load (one adapter at a time, no base-model generation meanwhile, plain
+    model speed; vLLM-CPU's LoRA layers generate several times slower). auto: merge on CPU, native elsewhere."""
     kv_cache_gib: float = Field(1.0, gt=0)
     """KV cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE on CPU)."""
     threads: int | None = Field(None, ge=1)

@@ -117,7 +117,7 @@ class Engine:
             args.kv_cache_memory_bytes = int(s.kv_cache_gib * 2**30)
         llm = AsyncLLM.from_engine_args(args)
         tok = AutoTokenizer.from_pretrained(str(s.model))
-        device = "cpu" if _is_cpu() else "gpu"
+        device = "cpu" if is_cpu_platform() else "gpu"
         return cls(llm, tok, s, f"vllm {vllm.__version__} ({device})")
 
     # ------------------------------------------------------------------ prompts
@@ -243,7 +243,7 @@ def _sampled_logprobs(logprobs: Any, token_ids: list[int]) -> list[float]:
     return [float(pos[tok].logprob) for pos, tok in zip(logprobs, token_ids, strict=True)]
 
 
-def _is_cpu() -> bool:
+def is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_cpu())

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--enable-lora", action="store_const", const=True, help="allow LoRA adapters")
     a("--max-lora-rank", type=int, help="largest adapter rank")
     a("--max-loras", type=int, help="adapters active in one batch")
+    a("--lora-mode", choices=["auto", "native", "merge"], help="serve adapters natively or merged (auto: merge on CPU)")
     a("--kv-cache-gib", type=float, help="KV cache GiB (VLLM_CPU_KVCACHE_SPACE)")
     a("--threads", type=int, help="engine OpenMP threads (unpinned unless --cpu-bind)")
     a("--cpu-bind", help='VLLM_CPU_OMP_THREADS_BIND: "auto", "nobind" or cores like "0-1"')
@@ -80,7 +81,16 @@ def load(argv: list[str] | None = None) -> RolloutConfig:
     return cfg
 
 
-def engine_settings(cfg: RolloutConfig) -> Any:
+def resolve_lora_mode(cfg: RolloutConfig) -> str:
+    """native | merge for this server ("auto" asks the vLLM platform, so call it after parsing)."""
+    if cfg.lora_mode != "auto":
+        return cfg.lora_mode
+    from rollout.engine import is_cpu_platform
+
+    return "merge" if is_cpu_platform() else "native"
+
+
+def engine_settings(cfg: RolloutConfig, lora_mode: str = "native") -> Any:
     from rollout.engine import EngineSettings
 
     assert cfg.model is not None
@@ -88,7 +98,7 @@ def engine_settings(cfg: RolloutConfig) -> Any:
         model=cfg.model,
         max_model_len=cfg.max_model_len,
         dtype=cfg.dtype,
-        enable_lora=cfg.enable_lora,
+        enable_lora=cfg.enable_lora and lora_mode == "native",  # merged adapters need no LoRA layers
         max_lora_rank=cfg.max_lora_rank,
         max_loras=cfg.max_loras,
         seed=cfg.seed,
@@ -103,10 +113,12 @@ def engine_settings(cfg: RolloutConfig) -> Any:
 async def _load_engine(cfg: RolloutConfig, servicer: Any, server: ManagedServer) -> Any:
     from rollout.engine import Engine
 
-    engine = await asyncio.to_thread(Engine.start, engine_settings(cfg))
-    servicer.attach(engine)
+    lora_mode = await asyncio.to_thread(resolve_lora_mode, cfg)
+    engine = await asyncio.to_thread(Engine.start, engine_settings(cfg, lora_mode))
+    servicer.attach(engine, lora_mode)
     await server.set_serving(True)
-    log.info("engine ready: %s, dtype %s, max_model_len %d", engine.version, engine.dtype, engine.max_model_len)
+    log.info("engine ready: %s, dtype %s, max_model_len %d, lora %s", engine.version, engine.dtype,
+             engine.max_model_len, lora_mode if cfg.enable_lora else "off")  # fmt: skip
     return engine
 
 

@@ -31,6 +31,7 @@ from rollout.adapters import Adapter, AdapterStore, adapter_spec, check_adapter_
 from rollout.config import RolloutConfig
 from rollout.engine import Engine
 from rollout.gate import VersionGate, run_to_completion
+from rollout.merge import AdapterMerger
 from rollout.types import SamplingConfig, finish_reason_to_pb
 from rollout.validation import RequestError, prompt_token_ids, sampling_from_proto
 from rollout.weights import (
@@ -81,6 +82,10 @@ def default_local_root() -> Path:
     return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
 
 
+def _next_version(header: pb.WeightsHeader, current: int) -> int:
+    return header.version if header.HasField("version") else current + 1
+
+
 def _no_chunks(c: pb.TensorChunk) -> TensorSpec:
     raise WeightsError("a local_path push carries no tensor chunks")
 
@@ -103,6 +108,8 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         self.spill_root = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=root))
         (self.spill_root / "owner.pid").write_text(str(os.getpid()))
         self.adapters = AdapterStore(self.spill_root / "adapters")
+        self.lora_mode = "native"
+        self.merger: AdapterMerger | None = None  # lora_mode=merge: adapters are folded into the weights
         self.weights_dir: Path | None = None
         # Co-located fast path: a private (0700) directory clients of the same user write pushed files into.
         self.local_dir: Path | None = None
@@ -116,7 +123,11 @@ class RolloutServicer(pb_grpc.RolloutServicer):
             (self.local_dir / "owner.pid").write_text(str(os.getpid()))
             self.local_dir_id = local_dir_id(self.local_dir)
 
-    def attach(self, engine: Engine) -> None:
+    def attach(self, engine: Engine, lora_mode: str = "native") -> None:
+        self.lora_mode = lora_mode
+        if lora_mode == "merge":
+            assert self.cfg.model is not None
+            self.merger = AdapterMerger(self.cfg.model)
         self.engine = engine
 
     def cleanup(self) -> None:
@@ -174,6 +185,11 @@ class RolloutServicer(pb_grpc.RolloutServicer):
             ]
             if request.adapter and request.adapter not in self.adapters.adapters:
                 raise RequestError(f"unknown adapter {request.adapter!r}; loaded: {self.adapters.names() or 'none'}")
+            if self.merger is not None and not request.adapter and self.adapters.adapters:
+                raise RequestError(
+                    f"lora_mode=merge: adapter {self.adapters.names()[0]!r} is merged into the served weights, so "
+                    "the base model is not available until the next UpdateWeights; name the adapter"
+                )
         except RequestError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise  # unreachable: abort raises
@@ -327,7 +343,11 @@ class RolloutServicer(pb_grpc.RolloutServicer):
             async with self.gate.exclusive(deadline):
                 await run_to_completion(engine.reload_weights(new_dir))
                 old, self.weights_dir = self.weights_dir, new_dir
-                self.version = header.version or self.version + 1
+                self.version = _next_version(header, self.version)
+                if self.merger is not None:
+                    self.adapters.adapters.clear()  # the pushed weights replace whatever adapter was merged
+            if self.merger is not None:  # later merges start from them (pushes are serialised: no race)
+                await asyncio.to_thread(self.merger.set_base, new_dir / "model.safetensors")
         except BaseException:
             shutil.rmtree(new_dir, ignore_errors=True)
             raise
@@ -409,12 +429,20 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         if len(names) * 2 != len(asm.done):
             raise WeightsError("every lora_A needs its lora_B (and vice versa)")
         assert isinstance(asm.sink, MemorySink)
+        if self.merger is not None:
+            await self._merge_adapter(engine, header, cfg, asm.sink.tensors(), deadline)
+            return pb.WeightsResponse(
+                policy_version=self.version,
+                num_tensors=len(asm.done),
+                num_bytes=asm.num_bytes,
+                duration_s=time.perf_counter() - t0,
+            )
         path = self.adapters.write(header.adapter_name, cfg, asm.sink.tensors())
         try:
             new = Adapter(header.adapter_name, self.adapters.new_id(), path, 0)
             new.request = engine.lora_request(new.name, new.lora_id, path)
             async with self.gate.exclusive(deadline):
-                await run_to_completion(self._activate_adapter(engine, new, header.version))
+                await run_to_completion(self._activate_adapter(engine, new, _next_version(header, self.version)))
         except BaseException:
             AdapterStore.discard(path)
             raise
@@ -425,12 +453,29 @@ class RolloutServicer(pb_grpc.RolloutServicer):
             duration_s=time.perf_counter() - t0,
         )
 
+    async def _merge_adapter(
+        self, engine: Engine, header: pb.WeightsHeader, cfg: dict[str, Any], tensors: dict[str, Any], deadline: float
+    ) -> None:
+        """lora_mode=merge: base + adapter written as full weights (generation goes on meanwhile), then swapped
+        in like a full update. The adapter replaces whichever one was merged before."""
+        assert self.merger is not None
+        out_dir = Path(tempfile.mkdtemp(prefix="merged-", dir=self.local_dir or self.spill_root))
+        try:
+            await asyncio.to_thread(self.merger.write_merged, out_dir / "model.safetensors", cfg, tensors, engine.dtype)
+            async with self.gate.exclusive(deadline):
+                await run_to_completion(engine.reload_weights(out_dir))
+                self.version = _next_version(header, self.version)
+                self.adapters.adapters = {header.adapter_name: Adapter(header.adapter_name, 0, None, self.version)}
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        log.info("adapter %s v%d merged into the served weights", header.adapter_name, self.version)
+
     async def _activate_adapter(self, engine: Engine, new: Adapter, version: int) -> None:
         try:
             await engine.add_lora(new.request)
         except Exception as e:  # vLLM rejected it (e.g. an unsupported target module): old version stays
             raise WeightsError(f"the engine rejected adapter {new.name}: {e}") from None
-        new.version = self.version = version or self.version + 1
+        new.version = self.version = version
         old = self.adapters.replace(new)
         if old is not None:
             await engine.remove_lora(old.lora_id)

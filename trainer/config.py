@@ -95,6 +95,9 @@ class TrainSection(StrictModel):
 
     steps: int = Field(default=100, ge=1)
     """Optimizer steps (policy version = step)."""
+    max_time_s: float | None = Field(default=None, gt=0)
+    """Also stop once this many seconds of training have passed (the metrics clock: set-up and held-out
+    evaluation excluded, continued across resumes); the end-of-run evaluation and checkpoint still happen."""
     prompts_per_step: int = Field(default=8, ge=1)
     """Groups (prompts × group_size samples) per optimizer step. Each group is one forward/backward pass and
     gradients accumulate over the step's groups, so memory is bounded by one group whatever this is."""
@@ -150,6 +153,9 @@ class RolloutSection(StrictModel):
     """Embedded server: KV cache size."""
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     """Embedded server: engine dtype."""
+    lora_mode: Literal["auto", "native", "merge"] = "auto"
+    """Embedded server, LoRA runs: serve the pushed adapter through vLLM's LoRA layers (native) or merged into the
+    weights (merge: several times faster generation on CPU). auto: merge on CPU, native elsewhere."""
     extra_args: list[str] = Field(default_factory=list)
     """Embedded server: further command-line flags."""
     start_timeout_s: float = Field(default=600.0, gt=0)

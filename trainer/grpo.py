@@ -262,11 +262,14 @@ class GRPOTrainer:
         self.grader = GraderClient(services.grader_address, token=g.token, tls_ca=g.tls_ca, timeout_s=g.timeout_s)
         self.runlog = RunLog(run_dir, total_steps=cfg.train.steps, start_step=self.step,
                              elapsed_offset=float(self.state.extra.get("elapsed_s", 0.0)),
+                             eval_offset=float(self.state.extra.get("eval_s", 0.0)),
                              tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)  # fmt: skip
         self.evals: list[dict[str, Any]] = []
 
     def adapter(self, version: int) -> str | None:
-        return ADAPTER_NAME if self.policy.is_lora and version > 0 else None
+        # LoRA runs name their adapter from version 0 on (pushed at start, B = 0): a server that merges adapters
+        # into its weights cannot serve the base model beside it, so no request may fall back to "no adapter".
+        return ADAPTER_NAME if self.policy.is_lora else None
 
     # ------------------------------------------------------------------ rollout sync and outages
 
@@ -340,7 +343,8 @@ class GRPOTrainer:
         state = TrainState(
             step=self.step, policy_version=self.version, data_state=self.stream.state_dict(),
             inflight_tasks=[t.to_dict() for t in pipeline.inflight_tasks()],
-            samples_seen=self.state.samples_seen, extra={"elapsed_s": self.runlog.elapsed_s},
+            samples_seen=self.state.samples_seen,
+            extra={"elapsed_s": self.runlog.elapsed_s, "eval_s": self.runlog.eval_s},
         )  # fmt: skip
         await asyncio.to_thread(
             save_checkpoint, self.run_dir / "checkpoints", self.step, self.policy.model, self.optimizer,
@@ -385,7 +389,7 @@ class GRPOTrainer:
         cfg = self.cfg
         await self.rollout.wait_ready(cfg.rollout.start_timeout_s)
         await self.grader.wait_ready(cfg.graders.start_timeout_s)
-        if self.version > 0:
+        if self.version > 0 or self.policy.is_lora:
             await self.sync()
         requeued = [Task.from_dict(d) for d in self.state.inflight_tasks]
         g = cfg.sampling
@@ -401,7 +405,7 @@ class GRPOTrainer:
             await self._evaluate()
         pipeline.start()
         try:
-            while self.step < cfg.train.steps:
+            while self.step < cfg.train.steps and not self._out_of_time():
                 await self._train_step(pipeline)
                 if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.train.steps:
                     await self._evaluate()
@@ -414,6 +418,13 @@ class GRPOTrainer:
         finally:
             await pipeline.stop()
         return RunSummary(self.run_dir, self.step, self.evals)
+
+    def _out_of_time(self) -> bool:
+        limit = self.cfg.train.max_time_s
+        if limit is None or self.runlog.training_s < limit:
+            return False
+        self.runlog.note(f"train.max_time_s reached ({self.runlog.training_s:.0f}s of training) at step {self.step}")
+        return True
 
     async def close(self) -> None:
         self.runlog.close()

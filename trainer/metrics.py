@@ -2,7 +2,8 @@
 prompt ids each step trained on to `<run_dir>/tasks.jsonl`, and progress on the terminal.
 
 metrics.jsonl: one JSON object per line, `{"kind": "train"|"eval", "step": int, "elapsed_s": float, ...}`
-where elapsed_s is wall time since training started (set-up excluded; it continues across resumes). Eval
+where elapsed_s is wall time since training started (set-up excluded; it continues across resumes) and
+training_s is elapsed_s without the held-out evaluations (the clock train.max_time_s reads). Eval
 records carry `eval/reward_mean` and `eval/pass_rate`. On resume, records after the checkpoint's step are
 removed first, so the files always describe one consistent history."""
 
@@ -82,12 +83,14 @@ class RunLog:
 
     def __init__(
         self, run_dir: Path, *, total_steps: int, start_step: int, elapsed_offset: float, tensorboard: bool,
-        progress: str,
+        progress: str, eval_offset: float = 0.0,
     ) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.total_steps = total_steps
         self.start_step = start_step
         self.elapsed_offset = elapsed_offset
+        self.eval_s = eval_offset
+        """Seconds spent in held-out evaluation so far (elapsed_s minus this = training time)."""
         self.t0 = time.monotonic()
         self.metrics_path = run_dir / METRICS_FILE
         self.tasks_path = run_dir / TASKS_FILE
@@ -113,8 +116,15 @@ class RunLog:
     def elapsed_s(self) -> float:
         return self.elapsed_offset + time.monotonic() - self.t0
 
+    @property
+    def training_s(self) -> float:
+        return self.elapsed_s - self.eval_s
+
     def write(self, kind: str, step: int, metrics: Mapping[str, float]) -> dict[str, Any]:
-        record: dict[str, Any] = {"kind": kind, "step": step, "elapsed_s": round(self.elapsed_s, 3)}
+        if kind == "eval":
+            self.eval_s += float(metrics.get("time/eval_s", 0.0))
+        record: dict[str, Any] = {"kind": kind, "step": step, "elapsed_s": round(self.elapsed_s, 3),
+                                  "training_s": round(self.training_s, 3)}
         record.update({k: _jsonable(v) for k, v in metrics.items()})
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()

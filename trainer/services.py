@@ -35,7 +35,7 @@ def rollout_args(cfg: GRPOConfig, model_dir: Path) -> list[str]:
     if r.threads is not None:
         args += ["--threads", str(r.threads)]
     if cfg.model.finetune in ("lora", "qlora"):
-        args += ["--enable-lora", "--max-lora-rank", str(cfg.model.lora.r)]
+        args += ["--enable-lora", "--max-lora-rank", str(cfg.model.lora.r), "--lora-mode", r.lora_mode]
     return args + list(r.extra_args)
 
 

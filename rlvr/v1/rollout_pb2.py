@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rlvr/v1/rollout.proto\x12\x07rlvr.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x06Prompt\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.rlvr.v1.ChatMessage\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\"\x8c\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"m\n\x0fGenerateRequest\x12 \n\x07prompts\x18\x01 \x03(\x0b\x32\x0f.rlvr.v1.Prompt\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.rlvr.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\"\xda\x01\n\x06Sample\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x14\n\x0cprompt_index\x18\x02 \x01(\r\x12\x14\n\x0csample_index\x18\x03 \x01(\r\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x10\n\x08logprobs\x18\x07 \x03(\x02\x12,\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x15.rlvr.v1.FinishReason\x12\x16\n\x0epolicy_version\x18\t \x01(\x04\"4\n\x10GenerateResponse\x12 \n\x07samples\x18\x01 \x03(\x0b\x32\x0f.rlvr.v1.Sample\"l\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"|\n\rWeightsHeader\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x13\n\x0bnum_tensors\x18\x02 \x01(\r\x12\x14\n\x0c\x61\x64\x61pter_name\x18\x03 \x01(\t\x12\x1b\n\x13\x61\x64\x61pter_config_json\x18\x04 \x01(\t\x12\x12\n\nlocal_path\x18\x05 \x01(\t\"h\n\x0cWeightsChunk\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.rlvr.v1.WeightsHeaderH\x00\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.rlvr.v1.TensorChunkH\x00\x42\x06\n\x04part\"e\n\x0fWeightsResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x04\x12\x13\n\x0bnum_tensors\x18\x02 \x01(\r\x12\x11\n\tnum_bytes\x18\x03 \x01(\x04\x12\x12\n\nduration_s\x18\x04 \x01(\x01\"\x10\n\x0eGetInfoRequest\"\xd3\x01\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x15\n\rmax_model_len\x18\x03 \x01(\r\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x10\n\x08\x61\x64\x61pters\x18\x05 \x03(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x18\n\x10running_requests\x18\x07 \x01(\r\x12\x11\n\tserver_id\x18\x08 \x01(\t\x12\x11\n\tlocal_dir\x18\t \x01(\t\x12\x14\n\x0clocal_dir_id\x18\n \x01(\t*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xca\x02\n\x07Rollout\x12?\n\x08Generate\x12\x18.rlvr.v1.GenerateRequest\x1a\x19.rlvr.v1.GenerateResponse\x12=\n\x0eGenerateStream\x12\x18.rlvr.v1.GenerateRequest\x1a\x0f.rlvr.v1.Sample0\x01\x12\x42\n\rUpdateWeights\x12\x15.rlvr.v1.WeightsChunk\x1a\x18.rlvr.v1.WeightsResponse(\x01\x12@\n\x0bLoadAdapter\x12\x15.rlvr.v1.WeightsChunk\x1a\x18.rlvr.v1.WeightsResponse(\x01\x12\x39\n\x07GetInfo\x12\x17.rlvr.v1.GetInfoRequest\x1a\x15.rlvr.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rlvr/v1/rollout.proto\x12\x07rlvr.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x06Prompt\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.rlvr.v1.ChatMessage\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\"\x8c\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"m\n\x0fGenerateRequest\x12 \n\x07prompts\x18\x01 \x03(\x0b\x32\x0f.rlvr.v1.Prompt\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.rlvr.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\"\xda\x01\n\x06Sample\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x14\n\x0cprompt_index\x18\x02 \x01(\r\x12\x14\n\x0csample_index\x18\x03 \x01(\r\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x10\n\x08logprobs\x18\x07 \x03(\x02\x12,\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x15.rlvr.v1.FinishReason\x12\x16\n\x0epolicy_version\x18\t \x01(\x04\"4\n\x10GenerateResponse\x12 \n\x07samples\x18\x01 \x03(\x0b\x32\x0f.rlvr.v1.Sample\"l\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"\x8d\x01\n\rWeightsHeader\x12\x14\n\x07version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x13\n\x0bnum_tensors\x18\x02 \x01(\r\x12\x14\n\x0c\x61\x64\x61pter_name\x18\x03 \x01(\t\x12\x1b\n\x13\x61\x64\x61pter_config_json\x18\x04 \x01(\t\x12\x12\n\nlocal_path\x18\x05 \x01(\tB\n\n\x08_version\"h\n\x0cWeightsChunk\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.rlvr.v1.WeightsHeaderH\x00\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.rlvr.v1.TensorChunkH\x00\x42\x06\n\x04part\"e\n\x0fWeightsResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x04\x12\x13\n\x0bnum_tensors\x18\x02 \x01(\r\x12\x11\n\tnum_bytes\x18\x03 \x01(\x04\x12\x12\n\nduration_s\x18\x04 \x01(\x01\"\x10\n\x0eGetInfoRequest\"\xd3\x01\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x15\n\rmax_model_len\x18\x03 \x01(\r\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x10\n\x08\x61\x64\x61pters\x18\x05 \x03(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x18\n\x10running_requests\x18\x07 \x01(\r\x12\x11\n\tserver_id\x18\x08 \x01(\t\x12\x11\n\tlocal_dir\x18\t \x01(\t\x12\x14\n\x0clocal_dir_id\x18\n \x01(\t*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xca\x02\n\x07Rollout\x12?\n\x08Generate\x12\x18.rlvr.v1.GenerateRequest\x1a\x19.rlvr.v1.GenerateResponse\x12=\n\x0eGenerateStream\x12\x18.rlvr.v1.GenerateRequest\x1a\x0f.rlvr.v1.Sample0\x01\x12\x42\n\rUpdateWeights\x12\x15.rlvr.v1.WeightsChunk\x1a\x18.rlvr.v1.WeightsResponse(\x01\x12@\n\x0bLoadAdapter\x12\x15.rlvr.v1.WeightsChunk\x1a\x18.rlvr.v1.WeightsResponse(\x01\x12\x39\n\x07GetInfo\x12\x17.rlvr.v1.GetInfoRequest\x1a\x15.rlvr.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rlvr.v1.rollout_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1367
-  _globals['_FINISHREASON']._serialized_end=1487
+  _globals['_FINISHREASON']._serialized_start=1385
+  _globals['_FINISHREASON']._serialized_end=1505
   _globals['_CHATMESSAGE']._serialized_start=34
   _globals['_CHATMESSAGE']._serialized_end=78
   _globals['_PROMPT']._serialized_start=80
@@ -47,16 +47,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATERESPONSE']._serialized_end=688
   _globals['_TENSORCHUNK']._serialized_start=690
   _globals['_TENSORCHUNK']._serialized_end=798
-  _globals['_WEIGHTSHEADER']._serialized_start=800
-  _globals['_WEIGHTSHEADER']._serialized_end=924
-  _globals['_WEIGHTSCHUNK']._serialized_start=926
-  _globals['_WEIGHTSCHUNK']._serialized_end=1030
-  _globals['_WEIGHTSRESPONSE']._serialized_start=1032
-  _globals['_WEIGHTSRESPONSE']._serialized_end=1133
-  _globals['_GETINFOREQUEST']._serialized_start=1135
-  _globals['_GETINFOREQUEST']._serialized_end=1151
-  _globals['_INFORESPONSE']._serialized_start=1154
-  _globals['_INFORESPONSE']._serialized_end=1365
-  _globals['_ROLLOUT']._serialized_start=1490
-  _globals['_ROLLOUT']._serialized_end=1820
+  _globals['_WEIGHTSHEADER']._serialized_start=801
+  _globals['_WEIGHTSHEADER']._serialized_end=942
+  _globals['_WEIGHTSCHUNK']._serialized_start=944
+  _globals['_WEIGHTSCHUNK']._serialized_end=1048
+  _globals['_WEIGHTSRESPONSE']._serialized_start=1050
+  _globals['_WEIGHTSRESPONSE']._serialized_end=1151
+  _globals['_GETINFOREQUEST']._serialized_start=1153
+  _globals['_GETINFOREQUEST']._serialized_end=1169
+  _globals['_INFORESPONSE']._serialized_start=1172
+  _globals['_INFORESPONSE']._serialized_end=1383
+  _globals['_ROLLOUT']._serialized_start=1508
+  _globals['_ROLLOUT']._serialized_end=1838
 # @@protoc_insertion_point(module_scope)

@@ -293,7 +293,7 @@ class WeightsHeader(_message.Message):
     ADAPTER_CONFIG_JSON_FIELD_NUMBER: _builtins.int
     LOCAL_PATH_FIELD_NUMBER: _builtins.int
     version: _builtins.int
-    """version to assign after the swap; 0 -> current + 1"""
+    """version to assign after the swap (0 allowed); unset -> current + 1"""
     num_tensors: _builtins.int
     """tensors the stream will carry (checked at the end)"""
     adapter_name: _builtins.str
@@ -309,17 +309,19 @@ class WeightsHeader(_message.Message):
     def __init__(
         self,
         *,
-        version: _builtins.int = ...,
+        version: _builtins.int | None = ...,
         num_tensors: _builtins.int = ...,
         adapter_name: _builtins.str = ...,
         adapter_config_json: _builtins.str = ...,
         local_path: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_config_json", b"adapter_config_json", "adapter_name", b"adapter_name", "local_path", b"local_path", "num_tensors", b"num_tensors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "adapter_config_json", b"adapter_config_json", "adapter_name", b"adapter_name", "local_path", b"local_path", "num_tensors", b"num_tensors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
 
 Global___WeightsHeader: _TypeAlias = WeightsHeader  # noqa: Y015
 

@@ -65,6 +65,8 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "--max-model-len",
         "512",
         "--enable-lora",
+        "--lora-mode",
+        "native",  # vLLM's LoRA layers (merge mode: test_rollout_lora_merge.py)
         "--max-lora-rank",
         "8",
         "--token",

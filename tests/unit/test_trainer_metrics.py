@@ -70,3 +70,15 @@ def test_runlog_files_and_truncation(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl")] == [0, 1]
     assert [r["step"] for r in read_records(tmp_path / "tasks.jsonl")] == [1]
     json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_training_clock_excludes_evaluation(tmp_path: Path) -> None:
+    """training_s (what train.max_time_s reads) = elapsed minus evaluation time, resumed offsets included."""
+    log = RunLog(tmp_path, total_steps=2, start_step=0, elapsed_offset=100.0, tensorboard=False, progress="off",
+                 eval_offset=30.0)  # fmt: skip
+    rec = log.write("eval", 0, {"eval/pass_rate": 0.5, "time/eval_s": 20.0})
+    assert log.eval_s == 50.0
+    assert rec["elapsed_s"] >= 100.0 and abs(rec["elapsed_s"] - rec["training_s"] - 50.0) < 1e-2
+    rec = log.write("train", 1, {"reward_mean": 0.5})
+    assert abs(rec["elapsed_s"] - rec["training_s"] - 50.0) < 1e-2
+    log.close()
