@@ -14,7 +14,16 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from test_rollout_service import LOGPROB_TOL, PROMPT, TOKEN, greedy, hf_logprobs, max_diff, wait_serving
+from test_rollout_service import (
+    LOGPROB_TOL,
+    PROMPT,
+    TOKEN,
+    greedy,
+    hf_logprobs,
+    lora_adapter,
+    max_diff,
+    wait_serving,
+)
 
 from rlvr.procs import ServiceProcess
 from rollout.client import RolloutClient, RolloutError
@@ -46,19 +55,6 @@ def hf(tiny_model_dir: Path):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
 
 
-def _lora(hf, seed: int, **kw):
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], **kw)
-    model = get_peft_model(copy.deepcopy(hf), config)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    return model.eval(), config.to_dict(), get_peft_model_state_dict(model)
-
-
 async def _check_matches(client: RolloutClient, model, adapter: str, version: int) -> None:
     s = (await client.generate([PROMPT], SamplingConfig(max_tokens=16, seed=3), adapter=adapter))[0]
     assert s.policy_version == version
@@ -69,7 +65,7 @@ async def test_merged_adapters_match_peft_and_replace_each_other(client: Rollout
     base = await greedy(client)
     for version, (seed, kw) in enumerate([(1, {}), (2, {"use_rslora": True}), (3, {"name": "other"})], start=1):
         name = kw.pop("name", "pol")
-        model, config, tensors = _lora(hf, seed, **kw)
+        model, config, tensors = lora_adapter(hf, seed, **kw)
         assert await client.load_adapter(name, config, tensors, version=version) == version
         # Each adapter is merged into the base weights, not into the previously merged ones.
         await _check_matches(client, model, name, version)
@@ -88,7 +84,7 @@ async def test_base_generation_is_refused_while_an_adapter_is_merged(client: Rol
 
 async def test_unmergeable_and_bad_adapters_keep_the_old_one(client: RolloutClient, hf) -> None:
     before = await greedy(client, adapter="other")
-    _, config, tensors = _lora(hf, 5)
+    _, config, tensors = lora_adapter(hf, 5)
     name = next(k for k in tensors if "lora_B" in k)
     for cfg, ts, match in [
         ({**config, "use_dora": True}, tensors, "use_dora"),
@@ -111,7 +107,7 @@ async def test_a_full_update_replaces_the_merged_adapter_and_becomes_the_new_bas
     assert (await client.info())[0].adapters == []
     s = (await client.generate([PROMPT], SamplingConfig(max_tokens=16, seed=3)))[0]
     assert max_diff(s.logprobs, hf_logprobs(new.eval(), PROMPT, s.token_ids)) < LOGPROB_TOL
-    model, config, tensors = _lora(new, 7)
+    model, config, tensors = lora_adapter(new, 7)
     assert await client.load_adapter("pol", config, tensors, version=v + 2) == v + 2
     await _check_matches(client, model, "pol", v + 2)
 

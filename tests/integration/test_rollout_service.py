@@ -367,24 +367,25 @@ async def test_bad_local_files_are_rejected_and_the_old_weights_keep_serving(ser
 # ---------------------------------------------------------------------------- adapters
 
 
-def _lora(hf, seed: int):
+def lora_adapter(hf, seed: int, **kw):
+    """A peft model on a copy of `hf` with random (non-zero) lora_B, its config dict and adapter tensors."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], **kw)
     model = get_peft_model(copy.deepcopy(hf), config)
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.2)
-    return model, config.to_dict(), get_peft_model_state_dict(model)
+    return model.eval(), config.to_dict(), get_peft_model_state_dict(model)
 
 
 async def test_adapter_hot_load_and_replacement(client: RolloutClient, hf) -> None:
     base = await greedy(client)
     v = (await client.info())[0].policy_version
     for k, seed in enumerate((1, 2)):
-        model, config, tensors = _lora(hf, seed)
+        model, config, tensors = lora_adapter(hf, seed)
         assert await client.load_adapter("pol", config, tensors, version=v + 1 + k) == v + 1 + k
         s = (await client.generate([PROMPT], SamplingConfig(max_tokens=16, seed=3), adapter="pol"))[0]
         assert s.policy_version == v + 1 + k
@@ -395,7 +396,7 @@ async def test_adapter_hot_load_and_replacement(client: RolloutClient, hf) -> No
 
 async def test_bad_adapters_are_rejected_and_the_old_one_keeps_serving(client: RolloutClient, hf) -> None:
     before = await greedy(client, adapter="pol")
-    _, config, tensors = _lora(hf, 9)
+    _, config, tensors = lora_adapter(hf, 9)
     name = next(k for k in tensors if "lora_B" in k)
     for cfg, ts, match in [
         (config, {**tensors, name: torch.zeros(3, 3)}, "expected"),
