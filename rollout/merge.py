@@ -1,10 +1,11 @@
 """LoRA served merged into the base weights (`lora_mode = "merge"`).
 
-vLLM-CPU runs LoRA layers through generic torch ops, which made generation ~8x slower on SmolLM2-135M than
-the plain model. In merge mode the adapter still travels alone (LoadAdapter), but the server folds it into
-its copy of the base weights, W = W0 + scale * B @ A (in float32, then the engine dtype), and swaps the
-result in with the same in-place reload as a full update. The price: one adapter at a time, and no
-base-model generation while an adapter is merged."""
+vLLM-CPU runs LoRA layers through generic torch ops: with a rank-16 all-linear adapter on SmolLM2-135M,
+generation ran 2.7x slower than with the same adapter merged (benchmarks/rollout.py). In merge mode the
+adapter still travels alone (LoadAdapter), but the server folds it into its copy of the base weights,
+W = W0 + scale * B @ A (in float32, then the engine dtype), and swaps the result in with the same in-place
+reload as a full update. The price: one adapter at a time, and no base-model generation while an adapter
+is merged."""
 
 from __future__ import annotations
 
