@@ -60,12 +60,16 @@ def parse_adapter_config(text: str, max_rank: int) -> dict[str, Any]:
     return cfg
 
 
-def _rank_for(module: str, cfg: Mapping[str, Any]) -> int:
-    # peft's rule: a rank_pattern key applies when it matches the end of the module path.
-    for key, rank in (cfg.get("rank_pattern") or {}).items():
+def pattern_value(module: str, patterns: Mapping[str, Any] | None, default: Any) -> Any:
+    """peft's rank_pattern/alpha_pattern rule: a key applies when it matches the end of the module path."""
+    for key, value in (patterns or {}).items():
         if re.match(rf"(.*\.)?({key})$", module):
-            return int(rank)
-    return int(cfg["r"])
+            return value
+    return default
+
+
+def _rank_for(module: str, cfg: Mapping[str, Any]) -> int:
+    return int(pattern_value(module, cfg.get("rank_pattern"), cfg["r"]))
 
 
 def adapter_spec(

@@ -10,24 +10,19 @@ is merged."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rollout.adapters import LORA_NAME_RE
+from rollout.adapters import LORA_NAME_RE, pattern_value
 from rollout.weights import DTYPES, WeightsError, write_safetensors
 
 
 def lora_scale(module: str, cfg: Mapping[str, Any], rank: int) -> float:
     """peft's scaling: lora_alpha / r (or / sqrt(r) with rsLoRA), alpha_pattern matched like rank_pattern."""
-    alpha = float(cfg.get("lora_alpha", 8))
-    for key, value in (cfg.get("alpha_pattern") or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            alpha = float(value)
-            break
+    alpha = float(pattern_value(module, cfg.get("alpha_pattern"), cfg.get("lora_alpha", 8)))
     return alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
 
 

@@ -429,15 +429,20 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         if len(names) * 2 != len(asm.done):
             raise WeightsError("every lora_A needs its lora_B (and vice versa)")
         assert isinstance(asm.sink, MemorySink)
-        if self.merger is not None:
-            await self._merge_adapter(engine, header, cfg, asm.sink.tensors(), deadline)
-            return pb.WeightsResponse(
-                policy_version=self.version,
-                num_tensors=len(asm.done),
-                num_bytes=asm.num_bytes,
-                duration_s=time.perf_counter() - t0,
-            )
-        path = self.adapters.write(header.adapter_name, cfg, asm.sink.tensors())
+        serve = self._merge_adapter if self.merger is not None else self._serve_adapter
+        await serve(engine, header, cfg, asm.sink.tensors(), deadline)
+        return pb.WeightsResponse(
+            policy_version=self.version,
+            num_tensors=len(asm.done),
+            num_bytes=asm.num_bytes,
+            duration_s=time.perf_counter() - t0,
+        )
+
+    async def _serve_adapter(
+        self, engine: Engine, header: pb.WeightsHeader, cfg: dict[str, Any], tensors: dict[str, Any], deadline: float
+    ) -> None:
+        """lora_mode=native: a fresh peft directory and LoRA id, activated through vLLM's LoRA layers."""
+        path = self.adapters.write(header.adapter_name, cfg, tensors)
         try:
             new = Adapter(header.adapter_name, self.adapters.new_id(), path, 0)
             new.request = engine.lora_request(new.name, new.lora_id, path)
@@ -446,12 +451,6 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         except BaseException:
             AdapterStore.discard(path)
             raise
-        return pb.WeightsResponse(
-            policy_version=self.version,
-            num_tensors=len(asm.done),
-            num_bytes=asm.num_bytes,
-            duration_s=time.perf_counter() - t0,
-        )
 
     async def _merge_adapter(
         self, engine: Engine, header: pb.WeightsHeader, cfg: dict[str, Any], tensors: dict[str, Any], deadline: float
