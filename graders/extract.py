@@ -93,7 +93,8 @@ def _braced(text: str, open_at: int) -> str | None:
     return None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
+    """The content of the last complete `\\boxed{...}` (or `\\fbox{...}`), or None."""
     for m in reversed(list(_BOXED.finditer(text))):
         content = _braced(text, m.end() - 1)
         if content is not None:
@@ -125,7 +126,7 @@ def final_answer(completion: str) -> AnswerSpan | None:
 
     None when there is none of these. Only this span is ever graded: numbers or expressions elsewhere in the
     completion (the question restated, the working) are never looked at."""
-    boxed = _last_boxed(completion)
+    boxed = last_boxed(completion)
     if boxed is not None and boxed.strip():
         return AnswerSpan(boxed.strip(), "boxed")
     line = _answer_line(completion)

@@ -3,7 +3,8 @@
 Fields: `dataset` (the reasoning-gym dataset name, e.g. "basic_arithmetic") and `entry` (the dataset entry
 as JSON: question, answer, metadata; what `score_answer(answer, entry)` reads). The answer handed to
 `score_answer` is, in this order: the content of the last `<answer>...</answer>` (reasoning-gym's own
-format), else the rest of the last "Answer:" line, else the last non-empty line of the completion. A
+format), else of the last `\\boxed{}`, else the rest of the last "Answer:" line, else the last non-empty line
+of the completion. A
 partial score (some datasets give 0.01-0.99 for near answers) is `failed` with reward 0: this grader is a
 strict scorer for held-out evaluation. score_answer runs in a killable worker; the first call of a worker
 imports reasoning-gym, hence the longer deadline."""
@@ -14,6 +15,7 @@ import re
 from typing import Any
 
 from graders.context import GradeContext
+from graders.extract import last_boxed
 from graders.registry import grader
 from graders.types import GradeStatus, Outcome
 from graders.workers import WorkerTimeout
@@ -31,6 +33,9 @@ def extract(completion: str) -> str | None:
     tags = _TAG.findall(completion)
     if tags:
         return str(tags[-1]).strip() or None
+    boxed = last_boxed(completion)
+    if boxed is not None and boxed.strip():
+        return boxed.strip()
     lines = [m.strip() for m in _LINE.findall(completion) if m.strip()]
     if lines:
         return lines[-1]

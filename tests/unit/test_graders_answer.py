@@ -120,6 +120,7 @@ def test_not_number_forms(text: str) -> None:
 def test_reasoning_gym_answer_extraction() -> None:
     assert rg_extract("think\n<answer> 12 </answer>\nAnswer: 13") == "12"
     assert rg_extract("work\n**Answer:** 13\nbye") == "13"
+    assert rg_extract("so \\boxed{14}.\nAnswer: 13") == "14"
     assert rg_extract("work\n\n42\n") == "42"
     assert rg_extract("  \n") is None
 
