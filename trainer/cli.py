@@ -101,6 +101,7 @@ def demo(
     steps: int | None = typer.Option(None, help="Override the number of GRPO steps."),
     finetune: str | None = typer.Option(None, help="full (default, fastest on CPU) or lora."),
     run_dir: Path | None = typer.Option(None, help="Where to write the run (default runs/demo-<time>)."),
+    seed: int | None = typer.Option(None, help="Training seed (sampling, init); the held-out problems stay the same."),
 ) -> None:
     """GRPO on SmolLM2-135M-Instruct for 2-digit addition with embedded services: held-out accuracy before
     and after, in a few minutes on a laptop CPU. No arguments needed."""
@@ -110,6 +111,8 @@ def demo(
     data["run_dir"] = str(run_dir or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S"))
     if steps is not None:
         data["train"]["steps"] = steps
+    if seed is not None:
+        data["train"]["seed"] = seed
     if finetune is not None:
         data["model"]["finetune"] = finetune
         if finetune == "lora":

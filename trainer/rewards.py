@@ -5,6 +5,7 @@ silent 0: a 0 would teach the policy that a correct answer was wrong whenever th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,14 +79,20 @@ def check_task_fields(tasks: Iterable[Task], specs: Sequence[RewardSpec], catalo
 
 
 async def check_task_golds(
-    client: _Grader, tasks: Sequence[Task], specs: Sequence[RewardSpec], catalog: Catalog, batch: int = 512
+    client: _Grader, tasks: Sequence[Task], specs: Sequence[RewardSpec], catalog: Catalog, batch: int = 128
 ) -> None:
     """Ask each non-sandboxed grader to judge an empty completion of every task: a task it refuses as an
     invalid request (a gold answer that does not parse, a malformed field) is a dataset error naming the
     task's file:line, found when the dataset is loaded rather than as dropped samples mid-run. (Sandboxed
     graders would run every task's program for this; their fields are checked by check_task_fields.)"""
     cheap = [s for s in specs if not next(g for g in catalog.graders if g.name == s.grader).sandboxed]
-    pairs = [(t, s) for t in tasks for s in cheap]
+    pairs, seen = [], set()
+    for task in tasks:
+        for spec in cheap:  # tasks with the same fields (e.g. the same gold answer) are checked once
+            key = (spec.grader, json.dumps({**spec.fields, **task.fields}, sort_keys=True, default=str))
+            if key not in seen:
+                seen.add(key)
+                pairs.append((task, spec))
     for start in range(0, len(pairs), batch):
         chunk = pairs[start : start + batch]
         items = [grade_items(t, "", [s])[0] for t, s in chunk]
