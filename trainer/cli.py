@@ -125,8 +125,9 @@ def demo(
     t0 = time.monotonic()
     summary = _run(cfg, resume=False)
     before, after = summary.first_eval or {}, summary.last_eval or {}
+    scorer = cfg.eval.scorer.grader if cfg.eval.scorer else None
     typer.echo(
-        f"\nheld-out accuracy by the strict scorer {cfg.scorer.grader!r} (greedy, {int(after.get('eval/samples', 0))} "
+        f"\nheld-out accuracy by the strict scorer {scorer!r} (greedy, {int(after.get('eval/samples', 0))} "
         f"problems): {before.get('eval/accuracy', float('nan')):.0%} before → "
         f"{after.get('eval/accuracy', float('nan')):.0%} after {summary.steps} steps ({time.monotonic() - t0:.0f}s)\n"
         f"final answers (prompt → answer → verdict):\n{_last_examples(summary.run_dir, 5)}\n"

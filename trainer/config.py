@@ -254,7 +254,8 @@ class GRPOConfig(StrictModel):
             raise ValueError("loss.max_completion_length is required for loss_type = \"dr_grpo\"")
         if self.model.finetune == "qlora" and self.model.device == "cpu":
             raise ValueError("model.finetune = \"qlora\" needs a CUDA GPU (bitsandbytes 4-bit); use \"lora\" on CPU")
-        if self.eval.scorer is None:
+        evaluates = self.eval.at_start or self.eval.at_end or self.eval.every > 0
+        if self.eval.scorer is None and evaluates:
             default = DEFAULT_SCORERS.get(self.data.source)
             if default is None:
                 raise ValueError(
@@ -266,14 +267,14 @@ class GRPOConfig(StrictModel):
         return self
 
     @property
-    def scorer(self) -> ScorerSpec:
-        """The resolved held-out scorer (set by validation)."""
-        assert self.eval.scorer is not None
+    def scorer(self) -> ScorerSpec | None:
+        """The resolved held-out scorer (set by validation; None only for a run that never evaluates)."""
         return self.eval.scorer
 
     def used_graders(self) -> list[str]:
         """Every grader the run calls: the rewards' and the held-out scorer's."""
-        return sorted({*(s.grader for s in self.rewards), self.scorer.grader})
+        scorer = [self.scorer.grader] if self.scorer is not None else []
+        return sorted({*(s.grader for s in self.rewards), *scorer})
 
 
 def load_grpo_config(path: str | Path | None, overrides: list[str] | None = None) -> GRPOConfig:

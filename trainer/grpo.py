@@ -313,13 +313,13 @@ class GRPOTrainer:
         if needs_sandbox and catalog.sandbox_backend == "none":
             raise DataError(f"grader(s) {', '.join(needs_sandbox)} run programs, but the grader service at "
                             f"{self.grader.address} has no sandbox (start it with one)")  # fmt: skip
-        scorer = cfg.scorer
-        held_out = [scorer.task_for(t) for t in self.held_out]
         check_task_fields([*self.stream.tasks, *self.held_out], cfg.rewards, catalog)
-        check_task_fields(held_out, [scorer.as_reward()], catalog)
         t0 = time.monotonic()
         await check_task_golds(self.grader, [*self.stream.tasks, *self.held_out], cfg.rewards, catalog)
-        await check_task_golds(self.grader, held_out, [scorer.as_reward()], catalog)
+        if cfg.scorer is not None:
+            held_out = [cfg.scorer.task_for(t) for t in self.held_out]
+            check_task_fields(held_out, [cfg.scorer.as_reward()], catalog)
+            await check_task_golds(self.grader, held_out, [cfg.scorer.as_reward()], catalog)
         log.info("task fields and gold answers checked by the grader service (%.1fs)", time.monotonic() - t0)
 
     async def _evaluate(self) -> None:
@@ -328,8 +328,10 @@ class GRPOTrainer:
         cfg = self.cfg
         sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.eval.max_tokens or cfg.sampling.max_tokens,
                                   stop=list(cfg.sampling.stop))  # fmt: skip
+        scorer = cfg.scorer
+        assert scorer is not None  # set by config validation whenever the run evaluates
         report = await self._guarded(lambda: evaluate(
-            self.held_out, self.rollout, self.grader, cfg.scorer, sampling, adapter=adapter,
+            self.held_out, self.rollout, self.grader, scorer, sampling, adapter=adapter,
             rewards=cfg.rewards if cfg.eval.rewards else (), retry=self.retry,
         ), "evaluation")  # fmt: skip
         metrics = report.metrics()

@@ -70,6 +70,7 @@ def test_grpo_examples_validate_their_data_and_rewards() -> None:
         })  # fmt: skip
         stream, held_out = build_tasks(data)
         check_task_fields([*stream.tasks, *held_out], cfg.rewards, catalog)
+        assert cfg.scorer is not None
         check_task_fields([cfg.scorer.task_for(t) for t in held_out], [cfg.scorer.as_reward()], catalog)
 
 

@@ -129,12 +129,14 @@ async def test_scorer_field_map_and_static_fields() -> None:
 
 
 def test_default_scorer_per_source_and_required_for_files() -> None:
-    assert GRPOConfig().scorer.grader == "last_integer"
-    assert GRPOConfig.model_validate({"data": {"source": "humaneval"}}).scorer.grader == "python_tests"
+    assert GRPOConfig().scorer == ScorerSpec(grader="last_integer")
+    assert GRPOConfig.model_validate({"data": {"source": "humaneval"}}).scorer == ScorerSpec(grader="python_tests")
     cfg = GRPOConfig.model_validate({"data": {"source": "jsonl", "path": "x"}, "eval": {"scorer": "math"}})
     assert cfg.scorer == ScorerSpec(grader="math") and cfg.used_graders() == ["math"]
     with pytest.raises(ValueError, match=r"eval\.scorer: required for data\.source = 'jsonl'"):
         GRPOConfig.model_validate({"data": {"source": "jsonl", "path": "x"}})
+    never = {"every": 0, "at_start": False, "at_end": False}  # a run that never evaluates needs no scorer
+    assert GRPOConfig.model_validate({"data": {"source": "jsonl", "path": "x"}, "eval": never}).scorer is None
 
 
 def _catalog() -> Catalog:
