@@ -26,7 +26,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "rewards": [{"grader": "math"}],
     "loss": {"loss_type": "dapo"},
     "sampling": {"group_size": 8, "temperature": 1.0, "max_tokens": 16, "stop": ["\n"]},
-    "optim": {"lr": 1e-4},
+    "optim": {"lr": 1e-4, "schedule": "linear"},
     "train": {"steps": 10, "prompts_per_step": 8, "max_staleness": 1},
     "eval": {"every": 5, "scorer": {"grader": "last_integer"}},
     "checkpoint": {"every": 5},
