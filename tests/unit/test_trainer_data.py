@@ -139,6 +139,9 @@ def test_reasoning_gym_source_is_seeded_and_gradable() -> None:
     train_q = {t.messages[-1]["content"] for t in stream.tasks}
     assert not train_q & {t.messages[-1]["content"] for t in held}
     assert all(isinstance(t.fields["answer"], str) and t.fields["answer"] for t in held)
+    # what the strict scorer (the reasoning_gym grader: score_answer(answer, entry)) reads, as plain JSON
+    assert all(t.fields["dataset"] == "basic_arithmetic" and t.fields["entry"]["answer"] == t.fields["answer"]
+               and json.loads(json.dumps(t.fields["entry"])) == t.fields["entry"] for t in held)  # fmt: skip
     with pytest.raises(DataError, match=r"data\.name"):
         build_tasks(DataConfig(source="reasoning_gym"))
     with pytest.raises(DataError, match="no_such_generator"):
