@@ -56,12 +56,13 @@ def test_grpo_raises_held_out_accuracy(tmp_path: Path, base_model_dir: Path) -> 
     assert n == 200 and len(rows) == 200
     assert p2 - p1 >= MIN_GAIN, f"accuracy {p1:.2f} -> {p2:.2f}: gain below {MIN_GAIN:.2f}"
     assert z >= MIN_Z, f"accuracy {p1:.2f} -> {p2:.2f} on {n} tasks is within noise (z = {z:.1f})"
-    # Read the answers: a correct one states the sum; the policy did not learn to restate the question.
+    # Read the answers: a correct one states the sum; few state no result at all (only the question's numbers,
+    # the "To find 92 + 30, we need to..." of issue 9). A wrong sum ("29 + 62 equals 109.") is an answer.
     restated = []
     for r in rows:
-        a, b = map(int, re.findall(r"\d+", r["prompt"])[:2])
+        a, b = re.findall(r"\d+", r["prompt"])[:2]
         if r["correct"]:
-            assert str(a + b) in r["completion"], r
-        elif f"{a} + {b}" in r["completion"] and str(a + b) not in r["completion"]:
+            assert str(int(a) + int(b)) in r["completion"], r
+        elif set(re.findall(r"\d+", r["completion"])) <= {a, b}:
             restated.append(r)
     assert len(restated) < 20, restated[:3]
