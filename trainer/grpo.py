@@ -275,7 +275,8 @@ class GRPOTrainer:
         self.runlog = RunLog(run_dir, total_steps=cfg.train.steps, start_step=self.step,
                              elapsed_offset=float(self.state.extra.get("elapsed_s", 0.0)),
                              eval_offset=float(self.state.extra.get("eval_s", 0.0)),
-                             tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)  # fmt: skip
+                             tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress,
+                             max_time_s=cfg.train.max_time_s)  # fmt: skip
         self.evals: list[dict[str, Any]] = []
 
     def adapter(self, version: int) -> str | None:
