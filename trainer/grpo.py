@@ -400,7 +400,7 @@ class GRPOTrainer:
             "gen/tokens_per_s": (pipeline.gen_tokens - tokens0) / max(t3 - t0, 1e-9),
             "policy_version": float(self.version), "samples_seen": float(self.state.samples_seen),
         })  # fmt: skip
-        self.runlog.write_tasks(self.step, groups)
+        self.runlog.write_tasks(self.step, groups, trained_on)
         self.runlog.write("train", self.step, metrics)
 
     async def run(self) -> RunSummary:

@@ -158,12 +158,14 @@ class RunLog:
         self._show(kind, step, metrics)
         return record
 
-    def write_tasks(self, step: int, groups: Sequence[Group]) -> None:
-        """The prompt ids a step trained on (resume tests check no prompt is repeated or skipped)."""
+    def write_tasks(self, step: int, groups: Sequence[Group], trained_on: int) -> None:
+        """The prompt ids a step trained on (resume tests check no prompt is repeated or skipped), the policy
+        versions of their samples, and the version the step trained at (staleness = trained_on - version)."""
         rec = {
             "step": step,
             "task_ids": [g.task.id for g in groups],
             "versions": [sorted({s.sample.policy_version for s in g.samples}) for g in groups],
+            "trained_on": trained_on,
         }
         self._tasks.write(json.dumps(rec) + "\n")
         self._tasks.flush()

@@ -51,7 +51,7 @@ def test_runlog_files_and_truncation(tmp_path: Path, capsys: pytest.CaptureFixtu
     task = Task("t1", [{"role": "user", "content": "q"}])
     log.write("eval", 0, {"eval/reward_mean": 0.2, "eval/pass_rate": 0.1})
     for step in (1, 2, 3):
-        log.write_tasks(step, [Group(task, 2, [scored(1, 1, step - 1), scored(0, 0, step - 1)])])
+        log.write_tasks(step, [Group(task, 2, [scored(1, 1, step - 1), scored(0, 0, step - 1)])], step - 1)
         log.write("train", step, {"reward_mean": 0.5, "time/step_s": 1.0, "weird": float("nan")})
     log.close()
     recs = read_records(tmp_path / "metrics.jsonl")
@@ -59,7 +59,7 @@ def test_runlog_files_and_truncation(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all(r["elapsed_s"] >= 10.0 for r in recs)  # continues the resumed run's clock
     assert recs[0]["eval/pass_rate"] == 0.1 and recs[1]["weird"] is None  # strict JSON, no NaN
     tasks = read_records(tmp_path / "tasks.jsonl")
-    assert tasks[0] == {"step": 1, "task_ids": ["t1"], "versions": [[0]]}
+    assert tasks[0] == {"step": 1, "task_ids": ["t1"], "versions": [[0]], "trained_on": 0}
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     err = capsys.readouterr().err
     assert "step 3/3" in err and "[eval] step 0" in err
