@@ -35,7 +35,8 @@ class ModelSection(StrictModel):
     """The policy: which model, how it is fine-tuned, and on what."""
 
     path: str = "base"
-    """HF model directory, or "base" (SmolLM2-135M-Instruct) / "tiny" (2-layer random Llama) from the cache."""
+    """HF model directory, or "base" (SmolLM2-135M-Instruct, dequantized from a Q4_1 GGUF) / "tiny" (2-layer random
+    Llama) from the cache."""
     finetune: Literal["full", "lora", "qlora"] = "lora"
     """full: every weight (pushed whole each step); lora: a peft adapter (only it is pushed); qlora: LoRA on a
     4-bit base (bitsandbytes; needs a CUDA GPU)."""
