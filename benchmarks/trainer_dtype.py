@@ -8,7 +8,7 @@ machine is shared), for full fine-tuning of SmolLM2-135M-Instruct (dequantized f
 The batch is the demo's: 8 addition prompts in the chat template × 8 completions of up to 16 tokens, rewards
 with variance in every group (so no pass is skipped), one torch thread (model.threads = 1 in the demo).
 
-Run: .venv/bin/python benchmarks/trainer_dtype.py [--rounds 3 --threads 1]"""
+Run: .venv/bin/python benchmarks/trainer_dtype.py [--rounds 3 --threads 1 --paths bf16-autocast,float32]"""
 
 from __future__ import annotations
 
@@ -69,7 +69,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
     args = ap.parse_args()
+    paths = [p for p in args.paths.split(",") if p]
+    unknown = set(paths) - set(PATHS)
+    if unknown or "float32" not in paths:
+        ap.error(f"--paths: unknown {sorted(unknown)}; float32 (the baseline) must be included")
     import torch
     from transformers import AutoTokenizer
 
@@ -80,12 +85,12 @@ def main() -> None:
     groups = demo_groups(AutoTokenizer.from_pretrained(prepare_base_model()))
     tokens = sum(len(g.samples[0].sample.prompt_token_ids) + sum(len(s.sample.token_ids) for s in g.samples)
                  for g in groups)  # fmt: skip
-    setups = {p: make(p) for p in PATHS}
+    setups = {p: make(p) for p in paths}
     for cfg, policy, opt, sched in setups.values():  # warm-up (allocator, autocast kernels)
         policy_update(policy, opt, sched, groups[:1], cfg)
-    times: dict[str, list[float]] = {p: [] for p in PATHS}
+    times: dict[str, list[float]] = {p: [] for p in paths}
     for r in range(args.rounds):
-        for p in PATHS:
+        for p in paths if r % 2 == 0 else paths[::-1]:  # alternate the order between rounds
             cfg, policy, opt, sched = setups[p]
             t0 = time.perf_counter()
             policy_update(policy, opt, sched, groups, cfg)
@@ -94,7 +99,7 @@ def main() -> None:
     base = statistics.median(times["float32"])
     print(f"\npolicy update, demo batch ({len(groups)} groups, {tokens} tokens), {args.threads} thread(s), "
           f"median of {args.rounds} interleaved rounds:")  # fmt: skip
-    for p in PATHS:
+    for p in paths:
         med = statistics.median(times[p])
         spread = f"{min(times[p]):.2f}-{max(times[p]):.2f}"
         print(f"  {p:14s} {med:6.2f} s/step  ({med / base:.2f}x float32; range {spread})")

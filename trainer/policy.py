@@ -1,6 +1,9 @@
 """The trained policy: loading (full / LoRA / QLoRA), per-token log-probs of sampled completions, the
 reference model for the KL term, and exporting weights in the form the rollout service takes.
 
+Precision: a full fine-tune keeps float32 master weights (so AdamW's state is float32 too) and computes in
+model.dtype (bf16 autocast, or float32); LoRA keeps its frozen base in model.dtype and the adapter in float32.
+
 The trainer never tokenizes: the rollout service returns prompt and completion token ids, and the policy
 scores exactly those ids, so trainer and engine log-probs refer to the same tokens."""
 
