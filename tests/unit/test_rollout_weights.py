@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 
 from rlvr.v1 import rollout_pb2 as pb
 from rollout.weights import (
-    byte_pieces,
     ChunkAssembler,
     IncompleteStreamError,
     LocalPathUnavailableError,
@@ -19,6 +18,7 @@ from rollout.weights import (
     SpillFileSink,
     TensorSpec,
     WeightsError,
+    byte_pieces,
     check_chunk_against,
     check_local_file,
     checkpoint_specs,
