@@ -26,8 +26,16 @@ JUDGE_FDS = (0, 1, 3, 4)
 JUDGE_RESULT_CAP = 16 << 20
 
 
+JUDGE_CODE = {}  # source -> code object: compiled once per container, not once per program
+
+
 def fork_judge(source, fds, uid):
     """Fork the judge with `fds` = (input, result, to_program, from_program); returns its pid."""
+    code = JUDGE_CODE.get(source)
+    if code is None:
+        code = compile(source, "<judge>", "exec")
+        if len(JUDGE_CODE) < 4:
+            JUDGE_CODE[source] = code
     pid = os.fork()
     if pid:
         return pid
@@ -47,7 +55,7 @@ def fork_judge(source, fds, uid):
         for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         sys.argv = ["-c", "3", "4"]
-        exec(compile(source, "<judge>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
+        exec(code, {"__name__": "__main__", "__builtins__": builtins})
         status = 0
     except BaseException:
         status = 1

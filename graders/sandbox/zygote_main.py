@@ -61,7 +61,23 @@ def exit_status(exc):
     return 1
 
 
-def run_code(argv):
+CODE_CACHE: dict = {}  # source -> code object, compiled here before the fork (the host's sources, never a program's)
+
+
+def compiled(source):
+    """The code object of a `-c` source, compiled once per container (compiling is not executing)."""
+    code = CODE_CACHE.get(source)
+    if code is None:
+        try:
+            code = compile(source, "<string>", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return None  # the child compiles again and reports it like python3 -c would
+        if len(CODE_CACHE) < 16:
+            CODE_CACHE[source] = code
+    return code
+
+
+def run_code(argv, code=None):
     """`python3 -I -S -B -c CODE args` in this (forked) interpreter."""
     main_mod = type(sys)("__main__")
     main_mod.__dict__.update({"__builtins__": builtins, "__annotations__": {},
@@ -71,7 +87,7 @@ def run_code(argv):
     sys.orig_argv = list(argv)
     status = 0
     try:
-        exec(compile(argv[5], "<string>", "exec", dont_inherit=True), main_mod.__dict__)
+        exec(code or compile(argv[5], "<string>", "exec", dont_inherit=True), main_mod.__dict__)
     except SystemExit as e:
         status = exit_status(e)
     except BaseException as e:
@@ -102,7 +118,7 @@ def run_code(argv):
     os._exit(status)
 
 
-def child(sock, fds, req, zygote_locale):
+def child(sock, fds, req, zygote_locale, code):
     """In the forked child: never returns."""
     try:
         os.setsid()
@@ -122,7 +138,7 @@ def child(sock, fds, req, zygote_locale):
         os.environ.update(env)
         same_locale = all(env.get(k) == zygote_locale.get(k) for k in LOCALE_VARS)
         if argv[:5] == PYTHON_C and len(argv) >= 6 and same_locale:
-            run_code(argv)
+            run_code(argv, code)
         os.execvpe(argv[0], argv, env)
     except BaseException as e:
         try:
@@ -232,9 +248,11 @@ def main():
             continue
         if len(os.listdir("/proc/self/task")) != 1:  # fork is only safe single-threaded
             os._exit(3)
+        argv = req["argv"]
+        code = compiled(argv[5]) if argv[:5] == PYTHON_C and len(argv) >= 6 else None
         pid = os.fork()
         if pid == 0:
-            child(sock, fds, req, zygote_locale)
+            child(sock, fds, req, zygote_locale, code)
         for fd in fds:
             os.close(fd)
         sock.send(marshal.dumps({"pid": pid}))
