@@ -6,7 +6,8 @@ A run with a Judge (graders/sandbox/base.py) also forks the judge, as uid 10000,
 
 Every container has no network (network_mode none), a read-only root, a size- and inode-capped noexec
 tmpfs at /work owned by uid 10001, no log output (log driver none), PID 1 as root with only CAP_SETUID,
-CAP_SETGID and CAP_KILL, every program as uid 10001 with no capabilities, no-new-privileges, a seccomp
+CAP_SETGID, CAP_KILL and CAP_SETPCAP, every program as uid 10001 with no capabilities (bounding set empty
+too), no-new-privileges, a seccomp
 filter refusing io_uring (on top of Docker's profile), a pids limit, memory with swap equal to it, a CPU
 quota, no host environment and no mounts of the host (so no docker socket). /proc/self/mountinfo still
 shows the overlay's host paths (layer ids; Docker cannot mask a per-process /proc file cheaply):
@@ -135,7 +136,7 @@ class DockerPool:
             # PID 1 is root with only these (it forks the zygote as 10001 and a judge as 10000, and kills them);
             # every program is uid 10001 with none, under no-new-privileges
             cap_drop=["ALL"],
-            cap_add=["SETUID", "SETGID", "KILL"],
+            cap_add=["SETUID", "SETGID", "KILL", "SETPCAP"],
             security_opt=["no-new-privileges"],
             log_config=docker.types.LogConfig(type="none"),  # hygiene: nothing a program prints lands on disk
             pids_limit=d.pids,

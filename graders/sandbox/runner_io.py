@@ -29,6 +29,17 @@ JUDGE_RESULT_CAP = 16 << 20
 JUDGE_CODE = {}  # source -> code object: compiled once per container, not once per program
 
 
+def drop_to(uid):
+    """Become `uid` with no capability left anywhere: the bounding set is emptied first (CAP_SETPCAP), so not
+    even a file-capability binary could give one back; then the ids, which clears the permitted set."""
+    libc = ctypes.CDLL(None)
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last capability: ignored)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
 def fork_judge(source, fds, uid):
     """Fork the judge with `fds` = (input, result, to_program, from_program); returns its pid."""
     code = JUDGE_CODE.get(source)
@@ -41,9 +52,7 @@ def fork_judge(source, fds, uid):
         return pid
     status = 1
     try:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)  # drops every capability: the judge is an ordinary process of its own uid
+        drop_to(uid)  # the judge is an ordinary process of its own uid
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
         high = [os.dup(fd) for fd in fds]
         for target, fd in zip(JUDGE_FDS, high, strict=True):

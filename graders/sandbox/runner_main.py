@@ -1,4 +1,5 @@
-"""The warm container's PID 1 (runs INSIDE the sandbox as root with only CAP_SETUID, CAP_SETGID and CAP_KILL;
+"""The warm container's PID 1 (runs INSIDE the sandbox as root with only CAP_SETUID, CAP_SETGID, CAP_KILL and
+CAP_SETPCAP, the last to empty the bounding set of everything it starts;
 sent as `python3 -c <runner_io.py + this file>`, with the zygote's source as its first argument).
 
 It never runs program code. It starts the pristine zygote (graders/sandbox/zygote_main.py) as uid 10001, the
@@ -39,7 +40,7 @@ import sys
 import time
 
 if __name__ != "__main__":  # imported on the host (type checks); in the sandbox runner_io.py's text precedes
-    from graders.sandbox.runner_io import fork_judge, pump, pump_judged
+    from graders.sandbox.runner_io import drop_to, fork_judge, pump, pump_judged
 
 WIPE_DIRS = ("/work", "/dev/shm", "/dev/mqueue")
 OOM_CONTROL = "/sys/fs/cgroup/memory/memory.oom_control"
@@ -147,7 +148,7 @@ class Zygote:
         self.proc = subprocess.Popen(
             ["python3", "-I", "-S", "-B", "-c", source, str(theirs.fileno())], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), cwd="/",
-            env=env, user=PROGRAM_UID, group=PROGRAM_UID, extra_groups=[],
+            env=env, preexec_fn=lambda: drop_to(PROGRAM_UID),  # the runner is single-threaded: safe here
         )
         theirs.close()
         self.pid = self.proc.pid
