@@ -244,8 +244,8 @@ SABOTAGE = {
     "signal_runner": "[os.kill(1, s) for s in (2, 15, 1, 19, 9)]",
     "kill_everything_else": "os.kill(-1, signal.SIGKILL)",
     "kill_judge": f"[os.kill(p, signal.SIGKILL) for p in {JUDGE_PIDS}]",
-    "stop_judge_from_daemon": (f"pids = {JUDGE_PIDS}\n    if os.fork() == 0:\n        [os.kill(p, 19) for p in pids]; "
-                               "os._exit(0)"),
+    "stop_judge_from_daemon": (f"pids = {JUDGE_PIDS}\n    if os.fork() == 0:\n        try:\n"
+                               "            [os.kill(p, 19) for p in pids]\n        finally:\n            os._exit(0)"),
     "prlimit_judge": f"[resource.prlimit(p, resource.RLIMIT_CPU, (0, 0)) for p in {JUDGE_PIDS}]",
     "ptrace_judge": f"[ctypes.CDLL(None).ptrace(16, p, 0, 0) for p in {JUDGE_PIDS}]",
     "read_judge_memory": f"[open('/proc/%d/mem' % p, 'rb').read(1) for p in {JUDGE_PIDS}]",
