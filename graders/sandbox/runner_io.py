@@ -26,7 +26,7 @@ JUDGE_FDS = (0, 1, 3, 4)
 JUDGE_RESULT_CAP = 16 << 20
 
 
-JUDGE_CODE = {}  # source -> code object: compiled once per container, not once per program
+JUDGE_CODE: dict = {}  # source -> code object: compiled once per container, not once per program
 
 
 def drop_to(uid):

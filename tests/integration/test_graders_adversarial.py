@@ -279,7 +279,8 @@ async def test_self_destructive_sabotage_is_a_verdict_not_a_pass(client: GraderC
     names = list(SELF_DESTRUCT)
     results = await grade(client, [program_item(SELF_DESTRUCT[n], timeout_s=5.0) for n in names])
     for name, result in zip(names, results, strict=True):
-        assert result.status is not GradeStatus.PASSED and result.status.is_verdict, (name, result.status, result.message)
+        assert result.status is not GradeStatus.PASSED, (name, result.message)
+        assert result.status.is_verdict, (name, result.status, result.message)
 
 
 async def test_wall_clock_limit_is_per_request_and_isolated(client: GraderClient) -> None:

@@ -43,7 +43,8 @@ BUILTINS = {
     "builtins_module_range": ("import builtins\nbuiltins.range = lambda *a: iter(())\ndef f(x): return 42\n",
                               LOOP_TESTS),
     "enumerate_empty": ("import builtins\nbuiltins.enumerate = lambda *a, **k: iter(())\ndef f(x): return 42\n",
-                        "def check(candidate):\n    for i, v in enumerate([0, 2, 4]):\n        assert candidate(i) == v\n"),
+                        "def check(candidate):\n    for i, v in enumerate([0, 2, 4]):\n"
+                        "        assert candidate(i) == v\n"),
     "all_true": ("import builtins\nbuiltins.all = lambda *a: True\ndef f(x): return 42\n",
                  "def check(candidate):\n    assert all(candidate(i) == 2 * i for i in range(3))\n"),
     "len_isinstance": ("import builtins\nbuiltins.len = lambda *a: 3\nbuiltins.isinstance = lambda *a: True\n"
@@ -123,7 +124,8 @@ OBJECT_TESTS = {
     "self_restoring_patch": "import math\ndef check(candidate):\n    assert math.isclose(candidate(2), 4.0)\n",
     "module_class_swap": "import math\ndef check(candidate):\n    assert math.isclose(candidate(2), 4.0)\n",
     "len_trick": "def check(candidate):\n    assert len([0] * candidate(2)) == 4\n",
-    "patch_fraction_eq": "from fractions import Fraction\ndef check(candidate):\n    assert candidate(2) == Fraction(4)\n",
+    "patch_fraction_eq": ("from fractions import Fraction\ndef check(candidate):\n"
+                          "    assert candidate(2) == Fraction(4)\n"),
 }
 
 # ---- the earlier suite: exits, printed markers, test frameworks, files -----------------------------------------
@@ -199,5 +201,6 @@ async def test_redefined_prompt_helpers_change_no_verdict(client: GraderClient) 
     results = await client.grade(forged + kept)
     wrong = [(r.id, r.status.name) for r in results[: len(forged)] if r.status is GradeStatus.PASSED]
     assert wrong == []
-    right = [(r.id, r.status.name, r.message[:200]) for r in results[len(forged):] if r.status is not GradeStatus.PASSED]
+    right = [(r.id, r.status.name, r.message[:200]) for r in results[len(forged):]
+             if r.status is not GradeStatus.PASSED]
     assert right == []
