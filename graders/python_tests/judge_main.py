@@ -9,8 +9,11 @@ sends the arguments as plain data to the program's process (program_main.py) and
 wire.decode; comparisons, truth tests and everything else the tests do happen here on trusted values.
 Arguments the program mutated come back and are written into the tests' own objects. Program exceptions
 come back as builtin exception types (anything else as ProgramException), so `try/except` and
-`pytest.raises` in the tests work. Tests that need a program object here (instantiating a program class,
-passing a callable to the program) stop with status `invalid` and say why."""
+`pytest.raises` in the tests work. Tests that pass a value that is not plain data to the program (a callable)
+stop with status `invalid` and say why; tests that use program objects were refused on the host (prepare.py).
+Nothing the program does can make a unit `invalid` (attack class "verdict dodging": an INVALID_REQUEST is
+no verdict, the trainer would drop the sample instead of scoring it 0): a program class called by the
+tests is just a call whose result (an instance) is not plain data, i.e. a failure."""
 
 import ast
 import builtins
@@ -186,15 +189,6 @@ class ProgramFunction:
         return value
 
 
-class ProgramClass:
-    def __init__(self, name):
-        self.__name__ = name
-
-    def __call__(self, *args, **kwargs):
-        raise NeedsObjects("the tests instantiate the program's class " + self.__name__ + ": program objects "
-                           "cannot cross the sandbox boundary (only plain data does)")
-
-
 def program_names(chan, kinds, source, namespace):
     """Proxies for the names the unit may use that the program defines and nothing trusted does."""
     used = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
@@ -202,10 +196,8 @@ def program_names(chan, kinds, source, namespace):
         if name in namespace or name in vars(builtins) or name not in kinds:
             continue
         kind = kinds[name]
-        if kind == "function":
+        if kind in ("function", "class"):  # a class is called like a function: an instance is no plain data
             namespace[name] = ProgramFunction(chan, name)
-        elif kind == "class":
-            namespace[name] = ProgramClass(name)
         elif kind == "data":
             chan.send({"op": "get", "name": name})
             reply = chan.recv()
@@ -257,9 +249,6 @@ def load_program(chan, job):
     entry = job["entry_point"]
     if entry and kinds.get(entry) not in ("function", "class"):
         return {"status": "missing", "msg": "entry point " + entry + " is not defined"}, {}
-    if entry and kinds[entry] == "class":
-        return {"status": "invalid", "msg": "entry point " + entry + " is a class: program objects cannot cross "
-                "the sandbox boundary (only plain data does)"}, {}
     return {"status": "ok", "msg": ""}, kinds
 
 

@@ -148,7 +148,25 @@ EARLIER = {
     "raise_assertion_ok": "def f(x):\n    raise AssertionError('ok')\n",
 }
 
-CLASSES = {"builtins": BUILTINS, "frames": FRAMES, "memory": MEMORY, "objects": OBJECTS, "earlier": EARLIER}
+# ---- attack class "verdict dodging": no verdict (INVALID_REQUEST, INFRA_ERROR) is dropped by the trainer instead
+# of scored 0, so a wrong program must never get one: whatever it does, it gets a verdict -------------------------
+DODGE = {
+    "entry_point_is_a_class": "class f:\n    def __init__(self, x): pass\n",
+    "class_new_returns_plain": "class f:\n    def __new__(cls, x): return 42\n",
+    "forged_kinds_then_exit": ("import os\nfor fd in (3, 4, 5):\n"
+                               "    try: os.write(fd, b'{\"loaded\": {\"f\": \"class\"}}\\n')\n"
+                               "    except OSError: pass\nos._exit(0)\n"),
+    "exception_str_raises": ("class E(Exception):\n    def __str__(self): raise SystemExit\n"
+                             "def f(x):\n    raise E()\n"),
+    "exception_named_systemexit": "class SystemExit(Exception): pass\ndef f(x):\n    raise SystemExit('x')\n",
+    "huge_reply": "def f(x): return 'x' * (10 ** 7)\n",
+    "deep_reply": "def f(x):\n    v = []\n    for _ in range(100000):\n        v = [v]\n    return v\n",
+    "huge_int_reply": "import sys\nsys.set_int_max_str_digits(0)\ndef f(x): return 10 ** 100000\n",
+    "garbage_reply": "import os\ndef f(x):\n    os.write(4, b'\\xff{nonsense\\n')\n    return 4\n",
+}
+
+CLASSES = {"builtins": BUILTINS, "frames": FRAMES, "memory": MEMORY, "objects": OBJECTS, "earlier": EARLIER,
+           "dodge": DODGE}
 
 
 def items_of(cls: str) -> tuple[list[GradeItem], set[str]]:

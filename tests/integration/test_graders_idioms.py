@@ -114,14 +114,14 @@ def test_correct_programs_pass_and_wrong_ones_fail(address: str) -> None:
     assert all(r.reward < 1.0 for r in results if r.id.endswith(":bad"))
 
 
-NEEDS_OBJECTS = {
+NEEDS_OBJECTS: dict[str, tuple[str, ...]] = {  # tests, program[, prompt]
     "instantiates_program_class": (
         "def check(candidate):\n    s = Stack()\n    s.push(1)\n    assert s.pop() == 1\n",
         "class Stack:\n    def __init__(self): self.items = []\n    def push(self, x): self.items.append(x)\n"
         "    def pop(self): return self.items.pop()\ndef f(): return Stack()\n"),
-    "entry_point_is_a_class": (
+    "entry_point_is_a_class_in_the_prompt": (
         "def check(candidate):\n    assert candidate().pop() is None\n",
-        "class f:\n    def pop(self): return None\n"),
+        "    def pop(self): return None\n", "class f:\n    \"\"\"A stack.\"\"\"\n"),
     "passes_a_callable": (
         "def check(candidate):\n    assert candidate(lambda x: x + 1, 1) == 2\n",
         "def f(g, x): return g(x)\n"),
@@ -129,7 +129,7 @@ NEEDS_OBJECTS = {
 
 
 def test_tests_that_need_program_objects_are_invalid_requests(address: str) -> None:
-    items = [GradeItem("python_tests", code, {"tests": tests, "entry_point": "f"}, id=name)
-             for name, (tests, code) in NEEDS_OBJECTS.items()]
+    items = [GradeItem("python_tests", spec[1], {"tests": spec[0], "entry_point": "f", "prefix": "".join(spec[2:])},
+                       id=name) for name, spec in NEEDS_OBJECTS.items()]
     for r in grade(address, items):
         assert r.status is GradeStatus.INVALID_REQUEST and "plain data" in r.message, (r.id, r.status, r.message)
