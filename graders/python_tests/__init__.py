@@ -40,12 +40,18 @@ test_graders_adversarial.py, test_python_tests_sandbox_lost.py, tests/unit/test_
   it costs the container (discarded), not the verdict. If a container dies mid-program anyway, the program
   is graded again on a fresh one; a second death is RUNTIME_ERROR (never INFRA_ERROR, which the trainer
   would retry and drop).
+* verdict dodging (an INVALID_REQUEST or INFRA_ERROR is no verdict: the trainer drops the sample instead of
+  scoring it 0): only the task can make a request invalid. Tests that use program objects are refused on the
+  host from the tests and the prompt alone (prepare.object_use); a program class called by the tests is an
+  ordinary call whose instance is no plain data (FAILED); forged or oversized replies, odd exceptions and
+  lost containers all end in a verdict (FAILED, RUNTIME_ERROR, TIMEOUT).
 * resource exhaustion (fork/memory/output bombs, busy loops, sleeping): the container's pids, memory and
   CPU limits, the output cap and the wall clock (graders/sandbox/docker_pool.py).
 * io_uring (kernel attack surface): refused by a seccomp filter (graders/sandbox/zygote_main.py).
 
-Tests that need a program object on the trusted side (instantiating a program class, an entry point that
-is a class, passing a callable to the program) are INVALID_REQUEST with a message saying why, never FAILED.
+Tests that need a program object on the trusted side (they call a method no plain type has on what a program
+name returns, the prompt makes the entry point a class, or they pass a callable to the program) are
+INVALID_REQUEST with a message saying why, never FAILED.
 
 Residual risks (documented, not defended): a kernel or Docker escape; timing or resource side channels
 between concurrent containers; the PID and System V IPC id counters of one container continue across its

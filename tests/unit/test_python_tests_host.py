@@ -97,3 +97,23 @@ def test_limits_come_first_and_a_missing_result_is_a_lost_sandbox() -> None:
     for broken in (None, b"", b"{not json", {"load": OK}, {"load": OK, "units": []}, [1]):
         with pytest.raises(SandboxLost):
             decide(run_with(broken), one, 1)
+
+
+@pytest.mark.parametrize(("tests", "prefix", "invalid"), [
+    ("def check(candidate):\n    s = Stack()\n    s.push(1)\n    assert s.pop() == 1\n", "", True),
+    ("def check(candidate):\n    r = candidate(1)\n    assert r.push(2) is None\n", "", True),
+    ("def check(candidate):\n    assert candidate().pop() is None\n", "class f:\n    '''A stack.'''\n", True),
+    ("def check(candidate):\n    assert candidate('a b').split() == ['a', 'b']\n", "", False),
+    ("def check(candidate):\n    assert candidate('ab').most_common(1) == [('a', 1)]\n", "", False),
+    ("import math\ndef check(candidate):\n    assert math.isclose(candidate(1), 1.0)\n", "", False),
+    ("class H:\n    def go(self): return 1\ndef check(candidate):\n    assert H().go() == candidate(1)\n", "", False),
+    ("def check(candidate):\n    assert helper(3).go == candidate(3)\n", "def helper(x):\n    return x\n", False),
+])
+def test_tests_that_use_program_objects_are_refused_from_the_tests_alone(tests: str, prefix: str,
+                                                                           invalid: bool) -> None:
+    """Attack class "verdict dodging": only the task (tests, prompt) can make a request invalid, never a program."""
+    if invalid:
+        with pytest.raises(TestsError, match="plain data"):
+            prepare(tests, "f", prefix)
+    else:
+        prepare(tests, "f", prefix)
