@@ -14,8 +14,9 @@ program_main.py and judge_main.py, which run inside the sandbox as `python3 -I -
 the standard library and has no `from __future__` line.
 
 Tags (a JSON object with exactly one key): t tuple, s set, fs frozenset, d dict (list of pairs), b bytes,
-ba bytearray, c complex, f non-finite float, q Fraction, dec Decimal, ctr Counter, od OrderedDict, r range,
-it an iterator (materialized, at most MAX_NODES items), x a value that is not plain data. JSON null, bools,
+ba bytearray, c complex, f non-finite float, ih a large int (hex), q Fraction, dec Decimal, ctr Counter,
+od OrderedDict, dq deque, r range, dk/di/dv dict views, it an iterator (materialized, at most MAX_NODES
+items), x a value that is not plain data. JSON null, bools,
 ints, finite floats, strings and lists stand for themselves."""
 
 import collections
@@ -26,7 +27,9 @@ import math
 
 MAX_DEPTH = 64
 MAX_NODES = 200_000
-MAX_INT_DIGITS = 4000
+MAX_INT_DIGITS = 4000  # above this (Python's own decimal str() limit is 4300), ints travel as hex
+MAX_INT_HEX = 100_000
+INT_LIMIT = 10 ** MAX_INT_DIGITS
 
 
 class WireError(ValueError):
@@ -46,6 +49,8 @@ def _encode(value, depth, budget, strict):
     if value is None or t is bool or t is str:
         return value
     if t is int:
+        if not -INT_LIMIT < value < INT_LIMIT:
+            return {"ih": format(value, "x")}  # hex conversion has no digit limit and is linear
         return value
     if t is float:
         return value if math.isfinite(value) else {"f": repr(value)}
@@ -69,6 +74,8 @@ def _encode(value, depth, budget, strict):
         return {"dec": str(value)}
     if t is range:
         return {"r": [value.start, value.stop, value.step]}
+    if t is collections.deque:
+        return {"dq": [_encode(v, nxt, budget, strict) for v in value]}
     return _encode_other(value, depth, budget, strict)
 
 
@@ -86,6 +93,9 @@ def _encode_other(value, depth, budget, strict):
         return _encode(tuple(value), depth, budget, strict)  # namedtuple
     if isinstance(value, list):
         return _encode(list(value), depth, budget, strict)
+    views = {"dict_keys": "dk", "dict_items": "di", "dict_values": "dv"}
+    if type(value).__name__ in views:  # set-like views compare equal to sets: they are rebuilt as real views
+        return {views[type(value).__name__]: [_encode(v, depth + 1, budget, strict) for v in value]}
     if type(value).__name__ in ITERATOR_TYPES:
         items = []
         for item in value:
@@ -96,7 +106,7 @@ def _encode_other(value, depth, budget, strict):
 
 ITERATOR_TYPES = {"generator", "map", "filter", "zip", "enumerate", "reversed", "list_iterator", "tuple_iterator",
                   "range_iterator", "set_iterator", "str_ascii_iterator", "str_iterator", "dict_keyiterator",
-                  "dict_valueiterator", "dict_itemiterator", "dict_keys", "dict_values", "dict_items"}
+                  "dict_valueiterator", "dict_itemiterator"}
 
 
 def encode(value, strict=True):
@@ -105,8 +115,8 @@ def encode(value, strict=True):
 
 
 def _check_int(v):
-    if abs(v) >= 10 ** MAX_INT_DIGITS:
-        raise WireError("integer too large")
+    if not -INT_LIMIT < v < INT_LIMIT:
+        raise WireError("integer too large for its decimal form")
     return v
 
 
@@ -145,6 +155,13 @@ def _decode(node, depth, budget):
         if tag == "f" and math.isfinite(value):
             raise WireError("finite float sent as a tag")
         return value
+    if tag == "ih":
+        if type(body) is not str or len(body) > MAX_INT_HEX:
+            raise WireError("malformed or too large integer")
+        try:
+            return int(body, 16)
+        except ValueError:
+            raise WireError("malformed integer") from None
     if tag in ("b", "ba"):
         if type(body) is not str:
             raise WireError("malformed bytes")
@@ -164,6 +181,16 @@ def _build(tag, items):
         return tuple(items)
     if tag == "it":
         return iter(items)
+    if tag == "dq":
+        return collections.deque(items)
+    if tag == "dk":
+        return dict.fromkeys(_hashable(v) for v in items).keys()
+    if tag == "dv":
+        return dict(enumerate(items)).values()
+    if tag == "di":
+        if any(type(p) is not tuple or len(p) != 2 for p in items):
+            raise WireError("malformed items view")
+        return dict((_hashable(k), v) for k, v in items).items()
     if tag in ("s", "fs"):
         elems = [_hashable(v) for v in items]
         return set(elems) if tag == "s" else frozenset(elems)

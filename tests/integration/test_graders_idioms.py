@@ -91,6 +91,12 @@ IDIOMS = {
     "bytes_and_none": (
         "def check(candidate):\n    assert candidate(b'ab') == b'ba'\n    assert candidate(b'') is None\n",
         "def f(b): return b[::-1] or None\n", "def f(b): return b\n"),
+    "big_int": (
+        "import math\ndef check(candidate):\n    assert candidate(2000) == math.factorial(2000)\n",
+        "import math\ndef f(n): return math.factorial(n)\n", "import math\ndef f(n): return math.factorial(n) + 1\n"),
+    "dict_keys_view": (
+        "def check(candidate):\n    assert candidate({'a': 1, 'b': 2}) == {'a', 'b'}\n",
+        "def f(d): return d.keys()\n", "def f(d): return d.values()\n"),
     "unit_list": (
         ["assert f(1) == 2", "assert [f(i) for i in range(3)] == [0, 2, 4]"],
         "def f(x): return 2 * x\n", "def f(x): return 2 * x if x else 1\n"),

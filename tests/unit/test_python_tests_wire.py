@@ -20,13 +20,21 @@ PLAIN = [
     bytearray(b"ab"), [1, [2, [3]]], (1, "a", (2.5,)), (), {1, 2}, frozenset({"x"}), {"a": 1, 2: [3], (1, 2): None},
     complex(1, -2), fractions.Fraction(3, 7), decimal.Decimal("1.10"), collections.Counter("abca"),
     collections.OrderedDict([("b", 1), ("a", 2)]), range(1, 10, 3), {frozenset({1}): (1, {2: 3})},
+    collections.deque([1, (2,)]), 3 ** 20000, -(7 ** 9000),
 ]
 
 
-@pytest.mark.parametrize("value", PLAIN, ids=[repr(v)[:30] for v in PLAIN])
+@pytest.mark.parametrize("value", PLAIN, ids=[f"{type(v).__name__}{i}" for i, v in enumerate(PLAIN)])
 def test_plain_values_round_trip_with_their_exact_type(value: object) -> None:
     back = decode(encode(value))
     assert type(back) is type(value) and back == value
+
+
+def test_dict_views_come_back_as_views() -> None:
+    d = {"b": 1, "a": [2]}
+    keys, items, values = (decode(encode(v, strict=False)) for v in (d.keys(), {"b": 1}.items(), d.values()))
+    assert keys == {"a", "b"} and list(keys) == ["b", "a"] and type(keys) is type(d.keys())
+    assert items == {("b", 1)} and list(values) == [1, [2]]
 
 
 def test_nan_round_trips() -> None:
@@ -73,6 +81,7 @@ MALFORMED = [
     "", "nonsense", '{"t": [1], "s": [2]}', '{"zz": [1]}', '{"a": 1}', '{"s": [[1, 2]]}', '{"d": [[[1], 2]]}',
     '{"d": [[1]]}', '{"f": "1.5"}', '{"f": 3}', '{"q": [1, 0]}', '{"q": [1.5, 2]}', '{"r": [0, 5, 0]}',
     '{"b": "zz"}', '{"c": [1, "x"]}', '{"dec": "nope"}', "1" + "0" * 4100, '{"x": "Liar"}', '{"ctr": [[1, 2, 3]]}',
+    '{"ih": "xyz"}', '{"ih": "' + "f" * 100_001 + '"}', '{"ih": 5}', '{"dk": [[1]]}', '{"di": [1]}',
 ]
 
 
