@@ -4,8 +4,9 @@ Files: grader.py (the registered grader: prepare, run, decide, re-grade a lost s
 parse the tests, cut the trusted prelude out of the prompt), judge_main.py (+ pytest_shim.py; in the sandbox,
 uid 10000: runs the tests), program_main.py (in the sandbox, uid 10001: runs the program, answers calls),
 wire.py (the plain-data encoding, the only thing that crosses), verdict.py (host: the outcome). A new
-sandboxed grader (another language, stdin/stdout problems) is a sibling folder with its own judge and
-program side on the same `Sandbox.run(..., judge=Judge(...))` (graders/sandbox/base.py).
+sandboxed grader (another language, stdin/stdout problems) is a sibling folder with its own grader.py
+(found and registered by graders/builtin/__init__.py), judge and program side, on the same
+`Sandbox.run(..., judge=Judge(...))` (graders/sandbox/base.py).
 
 Threat model. The program is hostile: a policy under RL searches for any output that earns reward. The
 tests and the prompt are trusted (they come with the task). Design: the tests run in a TRUSTED judge process
