@@ -213,6 +213,10 @@ class DockerPool:
 
     async def close(self) -> None:
         self._closed = True
+        # A refill that is creating a container finishes first (it removes what it made once closed): cancelling
+        # it would leave the container its thread is still creating behind, after the removal below.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=30)
         for task in list(self._tasks):
             task.cancel()
         await self._call(self._remove_all_sync)
