@@ -126,6 +126,22 @@ PROBES = {
         params = ctypes.create_string_buffer(120)
         return [(libc.syscall(nr, 8, params, 0, 0, 0), ctypes.get_errno()) for nr in (425, 426, 427)]
         """, [(-1, 1)] * 3),
+    # attack class "runner sabotage": the judge (uid 10000) cannot be signalled, read, re-limited or inspected
+    "judge_out_of_reach": ("""
+        import errno, os, resource
+        judges = [int(p) for p in os.listdir('/proc')
+                  if p.isdigit() and 'Uid:\\t10000' in open('/proc/%s/status' % p).read()]
+        out = [len(judges)]
+        for attempt in (lambda p: os.kill(p, 0), lambda p: open('/proc/%d/mem' % p, 'rb'),
+                        lambda p: resource.prlimit(p, resource.RLIMIT_CPU, (0, 0)),
+                        lambda p: os.listdir('/proc/%d/fd' % p)):
+            try:
+                attempt(judges[0])
+                out.append('done')
+            except OSError as e:
+                out.append(errno.errorcode[e.errno])
+        return out
+        """, [1, "EPERM", "EACCES", "EPERM", "EACCES"]),
     "no_tests_or_judge_input_visible": ("""
         import os
         seen = []
