@@ -86,17 +86,25 @@ def race_task(task: str, a: argparse.Namespace) -> dict[str, Any]:
     base = score(None, held, TASKS[task].scorer, HParams())
     print(f"  base model held-out accuracy {base['acc']:.1%}; e.g. {base['samples'][0]}", flush=True)
     dirs: dict[tuple[str, int], Path] = {}
+    errors: dict[tuple[str, int], str] = {}
     for seed in range(a.seeds):
         for side in a.sides:  # sides alternate within a seed, so slow drift of the machine hits both
             run_dir = a.work / task / f"seed{seed}" / side
             run_dir.mkdir(parents=True, exist_ok=False)
             write_jsonl(seeded_order(train, seed), run_dir / "train.jsonl")
             write_jsonl(held, run_dir / "held.jsonl")
-            run_one(side, run_dir, task, seed, a)
+            try:
+                run_one(side, run_dir, task, seed, a)
+            except RuntimeError as e:  # recorded in the results (a run without checkpoints has no curve)
+                print(f"  [{side} seed {seed}] FAILED: {e}", flush=True)
+                errors[side, seed] = str(e)[-2000:]
             dirs[side, seed] = run_dir
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in a.sides}
     for (side, seed), run_dir in dirs.items():
-        runs[side].append(scored_run(side, run_dir, seed, held, task, a))
+        run = scored_run(side, run_dir, seed, held, task, a)
+        if (side, seed) in errors:
+            run["error"] = errors[side, seed]
+        runs[side].append(run)
     return {"name": TASKS[task].name, "scorer": TASKS[task].scorer, "base_acc": base["acc"],
             "base_samples": base["samples"], "runs": runs}  # fmt: skip
 

@@ -52,7 +52,7 @@ def with_base(run: dict[str, Any], base: float) -> list[list[float]]:
 
 
 def task_rows(task: dict[str, Any], budget: float) -> list[str]:
-    runs = {side: [with_base(r, task["base_acc"]) for r in rs] for side, rs in task["runs"].items()}
+    runs = {side: [with_base(r, task["base_acc"]) for r in rs if r["points"]] for side, rs in task["runs"].items()}
     rows = []
     for trl_side in [s for s in TRL_SIDES if runs.get(s)]:
         trl, ours = runs[trl_side], runs.get("rlvr", [])
@@ -75,12 +75,12 @@ def task_rows(task: dict[str, Any], budget: float) -> list[str]:
 def accuracy_rows(task: dict[str, Any], budget: float) -> list[str]:
     rows = []
     for side, rs in task["runs"].items():
-        points = [with_base(r, task["base_acc"]) for r in rs]
+        points = [with_base(r, task["base_acc"]) for r in rs if r["points"]]
         finals = med_range([final(p) for p in points], "{:.1%}", budget)
         best = med_range([max(a for _, _, a in p) for p in points], "{:.1%}", budget)
         per_step = med_range([seconds_per_step(p) for p in points], "{:.2f}", budget)
         base = f"{task['base_acc']:.1%}"
-        rows.append(f"| {task['name']} | {side} | {base} | {finals} | {best} | {per_step} | {len(rs)} |")
+        rows.append(f"| {task['name']} | {side} | {base} | {finals} | {best} | {per_step} | {len(points)} |")
     return rows
 
 
