@@ -1,8 +1,8 @@
 """GRPO race: rlvr vs TRL's GRPOTrainer, same model, data, hyperparameters, precision and wall clock.
 
     .venv/bin/python benchmarks/grpo.py                       # the race: 2 tasks x 2 sides x 3 seeds x 900 s
-    .venv/bin/python benchmarks/grpo.py --budget-s 60 --seeds 1 --tasks addition \
-        --out benchmarks/results/grpo_race_smoke.json    # a smoke run (not a result)
+    .venv/bin/python benchmarks/grpo.py --budget-s 180 --seeds 1 --tasks addition --checkpoint-every-s 45 \
+        --eval-size 50 --out benchmarks/results/grpo_race_smoke.json    # a smoke run (not a result)
 
 Run it on a quiet machine (nothing else running): both sides are timed on the wall clock. Per task and seed,
 the runs of the sides alternate; every run is its own process and its clock starts just before that process
@@ -32,7 +32,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grpo_common import REPO, TASKS, HParams, read_jsonl, score, seeded_order, task_data, write_jsonl
+from grpo_common import (
+    CHECKPOINT_EVERY_S,
+    EVAL_SIZE,
+    REPO,
+    TASKS,
+    HParams,
+    read_jsonl,
+    score,
+    seeded_order,
+    task_data,
+    write_jsonl,
+)
 from grpo_plot import plot
 from grpo_rlvr import run_rlvr
 from grpo_table import markdown
@@ -40,15 +51,16 @@ from grpo_table import markdown
 SIDES = ("trl", "trl_vllm", "rlvr", "rlvr_sync")
 
 
-def run_trl(run_dir: Path, seed: int, budget_s: float, threads: int, vllm: bool) -> None:
-    cmd = [sys.executable, str(REPO / "benchmarks" / "grpo_trl.py"), str(run_dir), "--budget-s", str(budget_s),
-           "--seed", str(seed), "--threads", str(threads), *(["--vllm"] if vllm else [])]  # fmt: skip
+def run_trl(run_dir: Path, seed: int, a: argparse.Namespace, vllm: bool) -> None:
+    cmd = [sys.executable, str(REPO / "benchmarks" / "grpo_trl.py"), str(run_dir), "--budget-s", str(a.budget_s),
+           "--seed", str(seed), "--threads", str(a.threads), "--checkpoint-every-s", str(a.checkpoint_every_s),
+           *(["--vllm"] if vllm else [])]  # fmt: skip
     print(f"  [trl] {' '.join(cmd)}  (log: {run_dir / 'train.log'})", flush=True)
     with (run_dir / "train.log").open("w") as log:
         # The clock starts here: the child's interpreter start, imports and model load count.
         proc = subprocess.Popen([*cmd, "--t0", str(time.time())], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            rc = proc.wait(budget_s * 2 + 600)
+            rc = proc.wait(a.budget_s * 2 + 600)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -58,9 +70,10 @@ def run_trl(run_dir: Path, seed: int, budget_s: float, threads: int, vllm: bool)
 
 def run_one(side: str, run_dir: Path, task: str, seed: int, a: argparse.Namespace) -> None:
     if side in ("trl", "trl_vllm"):
-        run_trl(run_dir, seed, a.budget_s, a.threads, vllm=side == "trl_vllm")
+        run_trl(run_dir, seed, a, vllm=side == "trl_vllm")
     else:
-        run_rlvr(run_dir, task, HParams(), seed, a.budget_s, max_staleness=0 if side == "rlvr_sync" else 1)
+        staleness = 0 if side == "rlvr_sync" else 1
+        run_rlvr(run_dir, task, HParams(), seed, a.budget_s, a.checkpoint_every_s, max_staleness=staleness)
 
 
 def scored_run(side: str, run_dir: Path, seed: int, held: list[Any], task: str, a: argparse.Namespace
@@ -82,6 +95,7 @@ def scored_run(side: str, run_dir: Path, seed: int, held: list[Any], task: str, 
 
 def race_task(task: str, a: argparse.Namespace) -> dict[str, Any]:
     train, held = task_data(task)
+    held = held[: a.eval_size]
     print(f"\n### {TASKS[task].name}: {len(train)} training / {len(held)} held-out problems", flush=True)
     base = score(None, held, TASKS[task].scorer, HParams())
     print(f"  base model held-out accuracy {base['acc']:.1%}; e.g. {base['samples'][0]}", flush=True)
@@ -115,6 +129,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per side per task")
     ap.add_argument("--tasks", default="addition,arith", help=f"comma list of {sorted(TASKS)}")
     ap.add_argument("--sides", default="trl,rlvr", help=f"comma list of {SIDES}")
+    ap.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S, help="race: 60")
+    ap.add_argument("--eval-size", type=int, default=EVAL_SIZE, help="held-out problems scored (race: 200)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the TRL side (the machine)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "grpo_race.json")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / f"race-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -126,8 +142,8 @@ def main() -> None:
     hp = HParams()
     results: dict[str, Any] = {
         "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": a.budget_s,
-        "seeds": a.seeds, "sides": a.sides, "hparams": vars(hp), "machine": f"{platform.node()} "
-        f"{platform.processor() or platform.machine()}", "tasks": {},
+        "seeds": a.seeds, "sides": a.sides, "checkpoint_every_s": a.checkpoint_every_s, "eval_size": a.eval_size,
+        "hparams": vars(hp), "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "tasks": {},
     }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for task in a.tasks.split(","):

@@ -32,7 +32,8 @@ def to_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rlvr_config(run_dir: Path, task: str, hp: HParams, seed: int, budget_s: float, max_staleness: int = 1) -> str:
+def rlvr_config(run_dir: Path, task: str, hp: HParams, seed: int, budget_s: float,
+                checkpoint_every_s: float = CHECKPOINT_EVERY_S, max_staleness: int = 1) -> str:  # fmt: skip
     """`rlvr train grpo` with the shared hyperparameters on run_dir/train.jsonl in file order (no split, no
     shuffle; held.jsonl is only named because a jsonl source needs a held-out set for its scorer: nothing is
     evaluated during the run). AdamW betas match TRL's defaults; one thread each for trainer and engine,
@@ -50,7 +51,7 @@ def rlvr_config(run_dir: Path, task: str, hp: HParams, seed: int, budget_s: floa
         "train": {"steps": 100_000, "max_time_s": budget_s, "prompts_per_step": hp.prompts_per_step,
                   "max_staleness": max_staleness, "seed": seed},
         "eval": {"every": 0, "at_start": False, "at_end": False, "scorer": TASKS[task].scorer},
-        "checkpoint": {"every": 0, "every_s": CHECKPOINT_EVERY_S, "keep_last": 10_000, "at_end": False},
+        "checkpoint": {"every": 0, "every_s": checkpoint_every_s, "keep_last": 10_000, "at_end": False},
         "rollout": {"threads": 1, "max_model_len": 512},
         "logging": {"tensorboard": False, "progress": "plain"},
     })  # fmt: skip
@@ -80,10 +81,11 @@ def checkpoints(run_dir: Path, t0: float) -> list[dict[str, Any]]:
     return out
 
 
-def run_rlvr(run_dir: Path, task: str, hp: HParams, seed: int, budget_s: float, max_staleness: int = 1) -> None:
+def run_rlvr(run_dir: Path, task: str, hp: HParams, seed: int, budget_s: float,
+             checkpoint_every_s: float = CHECKPOINT_EVERY_S, max_staleness: int = 1) -> None:  # fmt: skip
     """One run; leaves run_dir/checkpoints.jsonl and run_dir/run/metrics.jsonl (per-step timings)."""
     cfg_path = run_dir / "rlvr.toml"
-    cfg_path.write_text(rlvr_config(run_dir, task, hp, seed, budget_s, max_staleness))
+    cfg_path.write_text(rlvr_config(run_dir, task, hp, seed, budget_s, checkpoint_every_s, max_staleness))
     cmd = [str(REPO / ".venv" / "bin" / "rlvr"), "train", "grpo", "--config", str(cfg_path)]
     log_path = run_dir / "train.log"
     print(f"  [rlvr] {' '.join(cmd)}  (log: {log_path})", flush=True)

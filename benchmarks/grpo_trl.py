@@ -27,11 +27,11 @@ from grpo_common import (
 
 
 class RaceClock:
-    """TrainerCallback body: saves the adapter every CHECKPOINT_EVERY_S seconds of training and stops training
+    """TrainerCallback body: saves the adapter every `every_s` (race: 60) seconds of training and stops training
     at the budget, both on the race clock (seconds since --t0)."""
 
-    def __init__(self, run_dir: Path, t0: float, budget_s: float) -> None:
-        self.run_dir, self.t0, self.budget_s = run_dir, t0, budget_s
+    def __init__(self, run_dir: Path, t0: float, budget_s: float, every_s: float) -> None:
+        self.run_dir, self.t0, self.budget_s, self.every_s = run_dir, t0, budget_s, every_s
         self.last_save = 0.0
         self.log = (run_dir / "checkpoints.jsonl").open("a")
 
@@ -41,7 +41,7 @@ class RaceClock:
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         now = time.time()
         t = now - self.t0
-        if now - self.last_save >= CHECKPOINT_EVERY_S:
+        if now - self.last_save >= self.every_s:
             adapter = self.run_dir / "checkpoints" / f"step-{state.global_step:06d}"
             kw["model"].save_pretrained(str(adapter))
             self.log.write(json.dumps({"t_s": t, "step": state.global_step, "adapter": str(adapter)}) + "\n")
@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=900)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (TRL gets the whole machine)")
+    ap.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S)
     ap.add_argument("--vllm", action="store_true", help="TRL's vLLM integration, colocate mode")
     a = ap.parse_args()
     t0 = a.t0 if a.t0 is not None else time.time()
@@ -90,7 +91,7 @@ def main() -> None:
     hp = HParams()
     model, tok = base_model_and_tokenizer(hp.dtype)
     train = read_tasks(a.run_dir / "train.jsonl")
-    clock = RaceClock(a.run_dir, t0, a.budget_s)
+    clock = RaceClock(a.run_dir, t0, a.budget_s, a.checkpoint_every_s)
     callback = type("RaceCallback", (TrainerCallback,),
                     {"on_train_begin": clock.on_train_begin, "on_step_end": clock.on_step_end})  # fmt: skip
 
