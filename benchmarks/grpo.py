@@ -1,6 +1,6 @@
 """GRPO race: rlvr vs TRL's GRPOTrainer, same model, data, hyperparameters, precision and wall clock.
 
-    .venv/bin/python benchmarks/grpo.py                       # the race: 2 tasks x 2 sides x 3 seeds x 900 s
+    .venv/bin/python benchmarks/grpo.py                       # the race: 2 tasks x 2 sides x 3 seeds x 900 s (~4 h)
     .venv/bin/python benchmarks/grpo.py --budget-s 180 --seeds 1 --tasks addition --checkpoint-every-s 45 \
         --eval-size 50 --out benchmarks/results/grpo_race_smoke.json    # a smoke run (not a result)
 
