@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S, help="race: 60")
     ap.add_argument("--eval-size", type=int, default=EVAL_SIZE, help="held-out problems scored (race: 200)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the TRL side (the machine)")
+    ap.add_argument("--note", default="", help="stored in the results, e.g. how loaded the machine was")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "grpo_race.json")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / f"race-{time.strftime('%Y%m%d-%H%M%S')}")
     a = ap.parse_args()
@@ -141,7 +142,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stops the running side too
     hp = HParams()
     results: dict[str, Any] = {
-        "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": a.budget_s,
+        "command": " ".join(sys.argv), "note": a.note, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "budget_s": a.budget_s,
         "seeds": a.seeds, "sides": a.sides, "checkpoint_every_s": a.checkpoint_every_s, "eval_size": a.eval_size,
         "hparams": vars(hp), "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "tasks": {},
     }  # fmt: skip

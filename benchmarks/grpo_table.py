@@ -58,14 +58,14 @@ def task_rows(task: dict[str, Any], budget: float) -> list[str]:
         trl, ours = runs[trl_side], runs.get("rlvr", [])
         targets = {
             "TRL's final": statistics.median(final(p) for p in trl),
-            "TRL's best": statistics.median(max(a for _, _, a in p) for p in trl),
+            "TRL's best": statistics.median(max(a for _, _, a in p[1:] or p) for p in trl),  # checkpoints only
             "80%": 0.8, "90%": 0.9,
         }  # fmt: skip
         for label, x in targets.items():
             t_trl = [time_to(p, x) for p in trl]
             t_ours = [time_to(p, x) for p in ours]
             m_trl, m_ours = statistics.median(t_trl), statistics.median(t_ours) if t_ours else math.nan
-            ratio = m_ours / m_trl if math.isfinite(m_trl) and math.isfinite(m_ours) else math.nan
+            ratio = m_ours / m_trl if 0 < m_trl < math.inf and math.isfinite(m_ours) else math.nan
             ratio_s = f"{ratio:.2f}" if math.isfinite(ratio) else ("n/a (TRL never)" if math.isinf(m_trl) else "-")
             rows.append(f"| {task['name']} | {trl_side} | {label} = {x:.1%} | {med_range(t_trl, '{:.0f} s', budget)} "
                         f"| {med_range(t_ours, '{:.0f} s', budget)} | {ratio_s} |")  # fmt: skip
