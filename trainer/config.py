@@ -158,6 +158,9 @@ class CheckpointSection(StrictModel):
 
     every: int = Field(default=0, ge=0)
     """Save every N steps (0: only at the end)."""
+    every_s: float | None = Field(default=None, gt=0)
+    """Also save once this many seconds of wall time have passed since training started or since the last
+    save (benchmarks/grpo.py scores such checkpoints afterwards on a wall clock)."""
     keep_last: int = Field(default=2, ge=1)
     """Checkpoints kept (older ones are deleted after a successful save)."""
     at_end: bool = True

@@ -240,6 +240,7 @@ class GRPOTrainer:
             self.stream.load_state_dict(self.state.data_state)
             truncate_history(run_dir, self.state.step)
         self.step = self.state.step
+        self.last_saved_step, self.last_saved_at = self.step, time.monotonic()
         self.version = self.state.policy_version
         g = cfg.graders
         self.retry = GradeRetry(g.retries, g.backoff_s, g.timeout_s)
@@ -361,12 +362,13 @@ class GRPOTrainer:
             step=self.step, policy_version=self.version, data_state=self.stream.state_dict(),
             inflight_tasks=[t.to_dict() for t in pipeline.inflight_tasks()],
             samples_seen=self.state.samples_seen,
-            extra={"elapsed_s": self.runlog.elapsed_s, "eval_s": self.runlog.eval_s},
+            extra={"elapsed_s": self.runlog.elapsed_s, "eval_s": self.runlog.eval_s, "saved_unix": time.time()},
         )  # fmt: skip
         await asyncio.to_thread(
             save_checkpoint, self.run_dir / "checkpoints", self.step, self.policy.model, self.optimizer,
             self.scheduler, state, self.cfg.checkpoint.keep_last,
         )  # fmt: skip
+        self.last_saved_step, self.last_saved_at = self.step, time.monotonic()
         self.runlog.note(f"checkpoint step {self.step} saved ({time.monotonic() - t0:.1f}s)")
 
     async def _train_step(self, pipeline: RolloutPipeline) -> None:
@@ -424,6 +426,7 @@ class GRPOTrainer:
             adapter=self.adapter, outage_timeout_s=cfg.rollout.outage_timeout_s,
         )  # fmt: skip
         self.runlog.restart_clock()
+        self.last_saved_step, self.last_saved_at = self.step, time.monotonic()
         if self.step == 0 and cfg.eval.at_start:
             await self._evaluate()
         pipeline.start()
@@ -432,15 +435,20 @@ class GRPOTrainer:
                 await self._train_step(pipeline)
                 if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.train.steps:
                     await self._evaluate()
-                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+                if self._checkpoint_due():
                     await self._checkpoint(pipeline)
             if cfg.eval.at_end:
                 await self._evaluate()
-            if cfg.checkpoint.at_end and not (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0):
+            if cfg.checkpoint.at_end and self.last_saved_step != self.step:
                 await self._checkpoint(pipeline)
         finally:
             await pipeline.stop()
         return RunSummary(self.run_dir, self.step, self.evals)
+
+    def _checkpoint_due(self) -> bool:
+        every, every_s = self.cfg.checkpoint.every, self.cfg.checkpoint.every_s
+        by_steps = bool(every) and self.step % every == 0
+        return by_steps or (every_s is not None and time.monotonic() - self.last_saved_at >= every_s)
 
     def _out_of_time(self) -> bool:
         limit = self.cfg.train.max_time_s
