@@ -1,143 +1,159 @@
-"""GRPO benchmark: rlvr vs TRL's GRPOTrainer, same model, tasks, hyperparameters and wall-clock budget.
+"""GRPO race: rlvr vs TRL's GRPOTrainer, same model, data, hyperparameters, precision and wall clock.
 
-    .venv/bin/python benchmarks/grpo.py [--budget-s 900] [--tasks addition,arith] [--sides trl,rlvr]
+    .venv/bin/python benchmarks/grpo.py                       # the race: 2 tasks x 2 sides x 3 seeds x 900 s (~4 h)
+    .venv/bin/python benchmarks/grpo.py --budget-s 180 --seeds 1 --tasks addition --checkpoint-every-s 45 \
+        --eval-size 50 --out benchmarks/results/grpo_race_smoke.json    # a smoke run (not a result)
 
-For each task: the base model's held-out greedy accuracy, then TRL (in-process HF generation, 2 threads) and
-rlvr (`rlvr train grpo` as a subprocess: vLLM rollout + grader services, one thread for the trainer and
-one for the engine) each train for `--budget-s` seconds of training time (held-out evaluation excluded on
-both sides). Both sides see the same training prompts, the same hyperparameters (LoRA r16, lr 2e-4,
-2 prompts x 8 samples, <= 24 tokens, dapo loss) and score with the same rule: the last integer in the
-completion equals the answer (a `regex` grader on the rlvr side, the identical `re.fullmatch` in TRL's
-reward). Held-out accuracy comes from one evaluator for both: HF float32 greedy decoding of the policy
-(TRL's in memory, rlvr's from its checkpoints). Printed: accuracy over time, trainer tokens/s vs raw
-forward+backward tokens/s of the same batch (efficiency), and the time rlvr needs to reach TRL's final
-accuracy. Results go to <out>/results.json; `--reuse` takes one side from an earlier results.json."""
+Run it on a quiet machine (nothing else running): both sides are timed on the wall clock. Per task and seed,
+the runs of the sides alternate; every run is its own process and its clock starts just before that process
+is started (imports, model load and rlvr's rollout and grader services count), and training stops at
+--budget-s on that clock. Both sides:
+- train on the same 2,000 prompts in the same seeded order (neither reshuffles) and never see the task's
+  200 held-out problems; LoRA r16, lr 2e-4, 2 prompts x 8 samples, <= 24 tokens, dapo loss, bf16;
+- are rewarded by the same rule (the last integer of the completion equals the answer);
+- save their adapter every 60 s of training. After all runs, off the clock, every checkpoint is scored by
+  one evaluator: HF float32 greedy decoding on the 200 held-out problems, judged by the task's strict scorer
+  (graders' `last_integer`; reasoning-gym's score_answer == 1.0).
+Sides: `trl` (TRL, HF generate in-process, both threads), `trl_vllm` (TRL's vLLM integration in colocate
+mode; see benchmarks/results/trl_vllm_colocate_error.log for why it is not in the default set), `rlvr`
+(`rlvr train grpo`: vLLM rollout + grader services, one thread for the trainer and one for the engine), and
+`rlvr_sync` (rlvr with max_staleness 0: only for the async-overlap figure). Results: --out (JSON) and the
+plot beside it; `python benchmarks/grpo_table.py --results OUT` prints the README's table."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import signal
+import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from grpo_common import REPO, TASKS, Curve, HParams, base_accuracy, with_patterns
-from grpo_rlvr import raw_rlvr, run_rlvr
-from grpo_trl import run_trl
+from grpo_common import (
+    CHECKPOINT_EVERY_S,
+    EVAL_SIZE,
+    REPO,
+    TASKS,
+    HParams,
+    read_jsonl,
+    score,
+    seeded_order,
+    task_data,
+    write_jsonl,
+)
+from grpo_plot import plot
+from grpo_rlvr import run_rlvr
+from grpo_table import markdown
 
-from trainer.data import build_tasks
+SIDES = ("trl", "trl_vllm", "rlvr", "rlvr_sync")
 
 
-def _efficiency(c: Curve) -> str:
-    own = c.tokens_per_s / c.raw_tokens_per_s if c.raw_tokens_per_s else float("nan")
-    machine = c.tokens_per_s / c.raw_machine_tokens_per_s if c.raw_machine_tokens_per_s else float("nan")
-    return (f"raw fwd+bwd {c.raw_tokens_per_s:.0f} tok/s on its threads, {c.raw_machine_tokens_per_s:.0f} on the "
-            f"machine -> efficiency {own:.2f} (own threads) / {machine:.2f} (machine)")  # fmt: skip
+def run_trl(run_dir: Path, seed: int, a: argparse.Namespace, vllm: bool) -> None:
+    cmd = [sys.executable, str(REPO / "benchmarks" / "grpo_trl.py"), str(run_dir), "--budget-s", str(a.budget_s),
+           "--seed", str(seed), "--threads", str(a.threads), "--checkpoint-every-s", str(a.checkpoint_every_s),
+           *(["--vllm"] if vllm else [])]  # fmt: skip
+    print(f"  [trl] {' '.join(cmd)}  (log: {run_dir / 'train.log'})", flush=True)
+    with (run_dir / "train.log").open("w") as log:
+        # The clock starts here: the child's interpreter start, imports and model load count.
+        proc = subprocess.Popen([*cmd, "--t0", str(time.time())], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            rc = proc.wait(a.budget_s * 2 + 600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    if rc != 0:
+        raise RuntimeError(f"TRL exited {rc}; log tail:\n{(run_dir / 'train.log').read_text()[-3000:]}")
 
 
-def summarize(task: str, base: float, curves: dict[str, Curve], budget_s: float) -> dict[str, Any]:
-    print(f"\n=== {task}: base held-out accuracy {base:.1%} (budget {budget_s:.0f}s of training) ===")
-    for side, c in curves.items():
-        if c.error:
-            print(f"{side}: FAILED: {c.error}")
+def run_one(side: str, run_dir: Path, task: str, seed: int, a: argparse.Namespace) -> None:
+    if side in ("trl", "trl_vllm"):
+        run_trl(run_dir, seed, a, vllm=side == "trl_vllm")
+    else:
+        staleness = 0 if side == "rlvr_sync" else 1
+        run_rlvr(run_dir, task, HParams(), seed, a.budget_s, a.checkpoint_every_s, max_staleness=staleness)
+
+
+def scored_run(side: str, run_dir: Path, seed: int, held: list[Any], task: str, a: argparse.Namespace
+               ) -> dict[str, Any]:  # fmt: skip
+    """Every checkpoint within the budget through the one evaluator (off the clock)."""
+    points, samples = [], []
+    for c in read_jsonl(run_dir / "checkpoints.jsonl"):
+        if c["t_s"] > a.budget_s + 1e-6:
             continue
-        pts = "  ".join(f"{t:.0f}s/{s}:{a:.0%}" for t, s, a in c.points)
-        print(f"{side:5s} steps {c.steps:4d}  final {c.final_acc:.1%}  train {c.train_s:.0f}s  "
-              f"{c.tokens_per_s:.0f} tok/s  {c.train_s / max(c.steps, 1):.1f} s/step")  # fmt: skip
-        print(f"      {_efficiency(c)}")
-        print(f"      accuracy over time (train s/step:acc): {pts}")
-    summary: dict[str, Any] = {"task": task, "base_acc": base, "budget_s": budget_s}
-    summary["curves"] = {
-        k: {**asdict(v), "final_acc": v.final_acc, "tokens_per_s": v.tokens_per_s} for k, v in curves.items()
-    }
-    trl, ours = curves.get("trl"), curves.get("rlvr")
-    if trl and ours and not trl.error and not ours.error:
-        target = trl.final_acc
-        t = ours.time_to(target)
-        ratio = t / trl.train_s if t is not None and trl.train_s else None
-        summary.update(rlvr_time_to_trl_final_s=t, ratio_to_trl_time=ratio)
-        when = f"{t:.0f}s = {ratio:.2f}x TRL's {trl.train_s:.0f}s" if t is not None and ratio is not None else "never"
-        print(f"rlvr reaches TRL's final accuracy ({target:.1%}) at: {when}   (target <= 0.5x)")
-        best = max(a for _, _, a in trl.points)
-        t_trl, t_ours = trl.time_to(best), ours.time_to(best)
-        if t_trl and t_ours is not None:
-            ratio_best = t_ours / t_trl
-            print(f"TRL's best accuracy ({best:.1%}): TRL at {t_trl:.0f}s, rlvr at {t_ours:.0f}s = {ratio_best:.2f}x")
-        else:
-            print(f"TRL's best accuracy ({best:.1%}): rlvr {'never' if t_ours is None else f'at {t_ours:.0f}s'}")
-        summary.update(trl_best_acc=best, trl_time_to_best_s=t_trl, rlvr_time_to_trl_best_s=t_ours)
-        for side, c in curves.items():
-            t85 = c.time_to(0.85)
-            print(f"{side} time to 85%: {'never' if t85 is None else f'{t85:.0f}s'}")
-            summary[f"{side}_time_to_85_s"] = t85
-    return summary
+        s = score(Path(c["adapter"]), held, TASKS[task].scorer, HParams())
+        points.append([round(c["t_s"], 2), c["step"], s["acc"]])
+        samples = s["samples"]
+        print(f"  [{side} seed {seed}] {c['t_s']:6.1f}s step {c['step']:4d}: held-out {s['acc']:.1%}", flush=True)
+    steps = [r for r in read_jsonl(run_dir / "run" / "metrics.jsonl") if r.get("kind") == "train"]
+    step_s = [r["time/step_s"] for r in steps]
+    return {"seed": seed, "points": points, "final_samples": samples,
+            "median_step_s": sorted(step_s)[len(step_s) // 2] if step_s else None}  # fmt: skip
 
 
-def reused_curve(path: Path, task: str, side: str) -> Curve:
-    """A side's curve from an earlier results.json (lets the sides run at different times)."""
-    for summary in json.loads(path.read_text()):
-        if summary["task"] == task and side in summary["curves"]:
-            d = summary["curves"][side]
-            c = Curve(**{k: v for k, v in d.items() if k in Curve.__dataclass_fields__})
-            c.points = [tuple(p) for p in c.points]  # type: ignore[misc]
-            if side == "trl" and not c.raw_machine_tokens_per_s:
-                c.raw_machine_tokens_per_s = c.raw_tokens_per_s  # results written before that field existed
-            return c
-    raise SystemExit(f"{path}: no {side} curve for task {task!r}")
-
-
-def run_side(side: str, train: list[Any], held: list[Any], hp: HParams, a: argparse.Namespace) -> Curve:
-    if side == "trl":
-        curve = run_trl(train, held, hp, a.budget_s, a.eval_every, a.out / a.task)
-        curve.raw_machine_tokens_per_s = curve.raw_tokens_per_s  # TRL trains on all threads
-        return curve
-    curve = run_rlvr(train, held, hp, a.budget_s, a.eval_every, a.out / a.task)
-    if not curve.error:
-        curve.raw_tokens_per_s = raw_rlvr(curve, hp, threads=1)
-        curve.raw_machine_tokens_per_s = raw_rlvr(curve, hp, threads=a.threads)
-    return curve
+def race_task(task: str, a: argparse.Namespace) -> dict[str, Any]:
+    train, held = task_data(task)
+    held = held[: a.eval_size]
+    print(f"\n### {TASKS[task].name}: {len(train)} training / {len(held)} held-out problems", flush=True)
+    base = score(None, held, TASKS[task].scorer, HParams())
+    print(f"  base model held-out accuracy {base['acc']:.1%}; e.g. {base['samples'][0]}", flush=True)
+    dirs: dict[tuple[str, int], Path] = {}
+    errors: dict[tuple[str, int], str] = {}
+    for seed in range(a.seeds):
+        for side in a.sides:  # sides alternate within a seed, so slow drift of the machine hits both
+            run_dir = a.work / task / f"seed{seed}" / side
+            run_dir.mkdir(parents=True, exist_ok=False)
+            write_jsonl(seeded_order(train, seed), run_dir / "train.jsonl")
+            write_jsonl(held, run_dir / "held.jsonl")
+            try:
+                run_one(side, run_dir, task, seed, a)
+            except RuntimeError as e:  # recorded in the results (a run without checkpoints has no curve)
+                print(f"  [{side} seed {seed}] FAILED: {e}", flush=True)
+                errors[side, seed] = str(e)[-2000:]
+            dirs[side, seed] = run_dir
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in a.sides}
+    for (side, seed), run_dir in dirs.items():
+        run = scored_run(side, run_dir, seed, held, task, a)
+        if (side, seed) in errors:
+            run["error"] = errors[side, seed]
+        runs[side].append(run)
+    return {"name": TASKS[task].name, "scorer": TASKS[task].scorer, "base_acc": base["acc"],
+            "base_samples": base["samples"], "runs": runs}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget-s", type=float, default=900, help="training seconds per side per task")
+    ap.add_argument("--budget-s", type=float, default=900, help="wall seconds per run, from the command's start")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per side per task")
     ap.add_argument("--tasks", default="addition,arith", help=f"comma list of {sorted(TASKS)}")
-    ap.add_argument("--sides", default="trl,rlvr", help="comma list of trl, rlvr")
-    ap.add_argument("--eval-every", type=int, default=10, help="steps between held-out evaluations")
-    ap.add_argument("--eval-size", type=int, default=100, help="held-out tasks per task")
+    ap.add_argument("--sides", default="trl,rlvr", help=f"comma list of {SIDES}")
+    ap.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S, help="race: 60")
+    ap.add_argument("--eval-size", type=int, default=EVAL_SIZE, help="held-out problems scored (race: 200)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the TRL side (the machine)")
-    ap.add_argument("--reuse", type=Path, help="results.json of an earlier run: take its curves for --reuse-sides")
-    ap.add_argument("--reuse-sides", default="trl", help="sides taken from --reuse instead of being run")
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / f"bench-grpo-{time.strftime('%Y%m%d-%H%M%S')}")
+    ap.add_argument("--note", default="", help="stored in the results, e.g. how loaded the machine was")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "grpo_race.json")
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / f"race-{time.strftime('%Y%m%d-%H%M%S')}")
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stops the rlvr subprocess too
-    import torch
-
-    torch.set_num_threads(a.threads)
+    a.sides = a.sides.split(",")
+    if unknown := [s for s in a.sides if s not in SIDES] + [t for t in a.tasks.split(",") if t not in TASKS]:
+        ap.error(f"unknown side/task: {unknown}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stops the running side too
     hp = HParams()
-    a.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for name in a.tasks.split(","):
-        spec, a.task = TASKS[name], name
-        stream, held = build_tasks(spec.data.model_copy(update={"eval_size": a.eval_size}))
-        train, held = with_patterns(stream.tasks), with_patterns(held)
-        print(f"\n### {spec.name}: {len(train)} train / {len(held)} held-out tasks", flush=True)
-        base = base_accuracy(held, hp)
-        print(f"  base held-out accuracy {base:.1%}", flush=True)
-        curves: dict[str, Curve] = {}
-        for side in a.sides.split(","):
-            if a.reuse and side in a.reuse_sides.split(","):
-                curves[side] = reused_curve(a.reuse, spec.name, side)
-            else:
-                curves[side] = run_side(side, train, held, hp, a)
-            if not curves[side].points or curves[side].points[0][1] != 0:
-                curves[side].points.insert(0, (0.0, 0, base))
-        results.append(summarize(spec.name, base, curves, a.budget_s))
-        (a.out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\nresults: {a.out / 'results.json'}")
+    results: dict[str, Any] = {
+        "command": " ".join(sys.argv), "note": a.note, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "budget_s": a.budget_s,
+        "seeds": a.seeds, "sides": a.sides, "checkpoint_every_s": a.checkpoint_every_s, "eval_size": a.eval_size,
+        "hparams": vars(hp), "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "tasks": {},
+    }  # fmt: skip
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    for task in a.tasks.split(","):
+        results["tasks"][task] = race_task(task, a)
+        a.out.write_text(json.dumps(results, indent=1))
+    plot(results, a.out.with_suffix(".png"))
+    print(markdown(results))
+    print(f"\nresults: {a.out} and {a.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""Shared parts of benchmarks/grpo.py: hyperparameters, tasks, the one scoring rule, the one evaluator (HF
-float32 greedy decoding, used for both sides), and the raw forward+backward ceiling."""
+"""Shared parts of the GRPO race (benchmarks/grpo.py): hyperparameters, tasks and their data, the training
+rule, the one strict scorer and the one evaluator (HF float32 greedy decoding of every checkpoint, both
+sides), and the run-directory layout both sides write.
+
+A run directory holds train.jsonl (the prompts in the order both sides take them), checkpoints/ and
+checkpoints.jsonl: one line per saved adapter, {"t_s": seconds since the command started, "step", "adapter"}.
+"""
 
 from __future__ import annotations
 
 import gc
+import json
 import os
+import random
 import re
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +26,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from trainer.data import DataConfig, Task  # noqa: E402
 
+EVAL_SIZE = 200
+CHECKPOINT_EVERY_S = 60.0
+
 
 @dataclass
 class HParams:
-    """Shared by both sides (the TRL reference settings of the issue)."""
+    """Shared by both sides (the TRL reference settings of the issue); both train in bf16 (frozen bf16 base,
+    float32 LoRA adapter as peft keeps it)."""
 
     lora_r: int = 16
     lora_alpha: int = 32
@@ -35,56 +45,46 @@ class HParams:
     loss_type: str = "dapo"
     epsilon_low: float = 0.2
     epsilon_high: float = 0.28
-    seed: int = 0
+    dtype: str = "bfloat16"
 
 
 @dataclass
 class TaskSpec:
     name: str
     data: DataConfig
+    scorer: str
+    """The strict scorer of held-out accuracy (a grader name of graders/builtin)."""
 
 
 ARITH_CONFIG = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2, "operators": ["+", "-"],
                 "allow_parentheses": False, "allow_negation": False}  # fmt: skip
 # fmt: off
 TASKS = {
-    "addition": TaskSpec("addition", DataConfig(source="addition", size=2000, eval_size=100, seed=0)),
+    "addition": TaskSpec("addition", DataConfig(source="addition", size=2000, eval_size=EVAL_SIZE, seed=0),
+                         "last_integer"),
     "arith": TaskSpec(
         "reasoning_gym:basic_arithmetic",
-        DataConfig(source="reasoning_gym", name="basic_arithmetic", size=2000, eval_size=100, seed=0,
+        DataConfig(source="reasoning_gym", name="basic_arithmetic", size=2000, eval_size=EVAL_SIZE, seed=0,
                    template="{question} Reply with only the number.", rg_config=ARITH_CONFIG),
+        "reasoning_gym",
     ),
 }
 # fmt: on
 
 
-@dataclass
-class Curve:
-    """One side's run on one task."""
+def task_data(name: str) -> tuple[list[Task], list[Task]]:
+    """(2,000 training tasks, 200 held-out tasks) of a task; the held-out tasks never appear in training."""
+    from trainer.data import build_tasks
 
-    side: str
-    points: list[tuple[float, int, float]] = field(default_factory=list)
-    """(training seconds, step, held-out accuracy)."""
-    train_s: float = 0.0
-    steps: int = 0
-    tokens: float = 0.0
-    """Prompt + completion tokens trained on, counted per sample (TRL's num_input_tokens_seen)."""
-    raw_tokens_per_s: float = 0.0
-    """Raw fwd+bwd tokens/s of the same batch on the trainer's own threads."""
-    raw_machine_tokens_per_s: float = 0.0
-    """The same on all of the machine's threads."""
-    error: str = ""
+    stream, held = build_tasks(TASKS[name].data)
+    return with_patterns(stream.tasks), with_patterns(held)
 
-    @property
-    def final_acc(self) -> float:
-        return self.points[-1][2] if self.points else float("nan")
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.train_s if self.train_s else float("nan")
-
-    def time_to(self, acc: float) -> float | None:
-        return next((t for t, _, a in self.points if a >= acc - 1e-9), None)
+def seeded_order(train: list[Task], seed: int) -> list[Task]:
+    """The order both sides of seed `seed` take the prompts in (neither side reshuffles)."""
+    order = list(train)
+    random.Random(f"race:{seed}").shuffle(order)
+    return order
 
 
 # ------------------------------------------------------------------------------------------- grading
@@ -95,83 +95,78 @@ def last_number_pattern(answer: str) -> str:
     return rf"(?:.*[^0-9-])?{re.escape(answer.strip())}[^0-9]*"
 
 
-def is_correct(completion: str, pattern: str) -> bool:
-    return re.fullmatch(pattern, completion.strip(), flags=re.S) is not None  # the regex grader strips too
+def is_rewarded(completion: str, pattern: str) -> bool:
+    """The training reward of both sides (rlvr: the `regex` grader with this pattern, which strips too)."""
+    return re.fullmatch(pattern, completion.strip(), flags=re.S) is not None
 
 
 def with_patterns(tasks: list[Task]) -> list[Task]:
     return [Task(t.id, t.messages, {**t.fields, "pattern": last_number_pattern(t.fields["answer"])}) for t in tasks]
 
 
+def strict_correct(scorer: str, completion: str, task: Task) -> bool:
+    """The held-out scorer: the grader service's own checkers, called in-process (no service, same code)."""
+    if scorer == "last_integer":
+        from graders.builtin.last_integer import last_integer
+
+        return last_integer(completion, answer=task.fields["answer"]).reward == 1.0
+    if scorer == "reasoning_gym":
+        from graders.builtin.reasoning_gym_score import extract
+        from graders.worker_main import reasoning_gym_score
+
+        answer = extract(completion)
+        if answer is None:
+            return False
+        value = reasoning_gym_score(task.fields["dataset"], answer, task.fields["entry"])
+        return not value.get("error") and float(value["score"]) == 1.0
+    raise ValueError(f"unknown scorer {scorer!r}")
+
+
 # ----------------------------------------------------------------------------------------- evaluator
 
 
-def hf_greedy_accuracy(model: Any, tok: Any, tasks: list[Task], max_tokens: int, batch: int = 100) -> float:
-    """The benchmark's single evaluator: HF greedy decoding in float32, same prompts and rule for both sides."""
+def greedy_completions(model: Any, tok: Any, tasks: list[Task], max_tokens: int, batch: int = 100) -> list[str]:
+    """HF greedy decoding, float32, left-padded batches: the same for every checkpoint of both sides."""
     import torch
 
-    was_training = model.training
     model.eval()
     tok.padding_side = "left"
-    correct = 0
+    texts_out: list[str] = []
     for i in range(0, len(tasks), batch):
         chunk = tasks[i : i + batch]
         texts = [tok.apply_chat_template(t.messages, tokenize=False, add_generation_prompt=True) for t in chunk]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(
-                **enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id, top_p=None,
-                use_cache=True,  # TRL turns the cache off in the config while it trains
-            )
-        for t, ids in zip(chunk, out[:, enc["input_ids"].shape[1] :], strict=True):
-            correct += is_correct(tok.decode(ids, skip_special_tokens=True), t.fields["pattern"])
-    model.train(was_training)
-    return correct / len(tasks)
+            out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 top_p=None, top_k=None, use_cache=True)  # fmt: skip
+        texts_out += [tok.decode(ids, skip_special_tokens=True) for ids in out[:, enc["input_ids"].shape[1] :]]
+    return texts_out
 
 
-def base_model_and_tokenizer() -> tuple[Any, Any]:
+def base_model_and_tokenizer(dtype: str = "float32") -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlvr.models import prepare_base_model
 
     model_dir = prepare_base_model()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
-def base_accuracy(held: list[Task], hp: HParams) -> float:
-    model, tok = base_model_and_tokenizer()
-    acc = hf_greedy_accuracy(model, tok, held, hp.max_tokens)
-    del model
-    gc.collect()
-    return acc
-
-
-def adapter_accuracy(adapter_dir: Path, held: list[Task], hp: HParams) -> float:
-    """A saved peft adapter on the float32 base model, through the same evaluator."""
+def score(adapter: Path | None, held: list[Task], scorer: str, hp: HParams) -> dict[str, Any]:
+    """Accuracy of the base model (adapter None) or a saved peft adapter, and its first 3 answers to read."""
     from peft import PeftModel
 
-    base, tok = base_model_and_tokenizer()
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
-    acc = hf_greedy_accuracy(model, tok, held, hp.max_tokens)
-    del model, base
+    model, tok = base_model_and_tokenizer()
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    answers = greedy_completions(model, tok, held, hp.max_tokens)
+    correct = [strict_correct(scorer, a, t) for a, t in zip(answers, held, strict=True)]
+    del model
     gc.collect()
-    return acc
-
-
-def mean_prompt_tokens(tasks: list[Task]) -> float:
-    from transformers import AutoTokenizer
-
-    from rlvr.models import prepare_base_model
-
-    tok = AutoTokenizer.from_pretrained(prepare_base_model())
-    sample = tasks[:200]
-    texts = [tok.apply_chat_template(t.messages, tokenize=False, add_generation_prompt=True) for t in sample]
-    return sum(len(tok(x, add_special_tokens=False)["input_ids"]) for x in texts) / len(sample)
-
-
-# ----------------------------------------------------------------------------------- raw ceiling
+    rows = zip(held, answers, correct, strict=True)
+    return {"acc": sum(correct) / len(held), "samples": [[t.messages[-1]["content"], a, c] for t, a, c in rows][:3]}
 
 
 def lora_config(hp: HParams) -> Any:
@@ -182,28 +177,31 @@ def lora_config(hp: HParams) -> Any:
     )
 
 
-def raw_train_tokens_per_s(model: Any, seq_len: int, batch: int, reps: int = 3) -> float:
-    """Forward + backward + optimizer step on a [batch, seq_len] batch: the trainer's ceiling."""
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=0.0)
-    ids = torch.randint(100, 1000, (batch, seq_len))
-    model.train()
-    times = []
-    for _ in range(reps + 1):
-        start = time.perf_counter()
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
-        logps = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])
-        logps.mean().backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - start)
-    return batch * seq_len / sorted(times[1:])[len(times[1:]) // 2]
+# ------------------------------------------------------------------------------------------ run files
 
 
-def raw_for(model: Any, curve: Curve, hp: HParams) -> float:
-    """Raw fwd+bwd tokens/s of a batch shaped like the run's average training batch."""
-    batch = hp.prompts_per_step * hp.samples_per_prompt
-    seq_len = max(8, round(curve.tokens / max(curve.steps, 1) / batch))
-    return raw_train_tokens_per_s(model, seq_len, batch)
+def write_jsonl(tasks: list[Task], path: Path) -> Path:
+    with path.open("w") as f:
+        for t in tasks:
+            f.write(json.dumps({"id": t.id, "messages": t.messages, **t.fields}) + "\n")
+    return path
+
+
+def read_tasks(path: Path) -> list[Task]:
+    out = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        out.append(Task(d.pop("id"), d.pop("messages"), d))
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written while we read
+    return out

@@ -202,3 +202,25 @@ def test_missing_or_empty_root(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) is None
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         load_checkpoint(tmp_path, _model())
+
+
+def test_checkpoint_due_by_steps_or_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint.every (steps) and checkpoint.every_s (wall seconds since the last save) each trigger a save."""
+    import trainer.grpo as grpo
+    from trainer.config import GRPOConfig
+
+    clock = [100.0]
+    monkeypatch.setattr(grpo.time, "monotonic", lambda: clock[0])
+    trainer = object.__new__(grpo.GRPOTrainer)
+    trainer.cfg = GRPOConfig.model_validate({"checkpoint": {"every": 0, "every_s": 60}})
+    trainer.step, trainer.last_saved_at = 3, 100.0
+    clock[0] = 159.0
+    assert not trainer._checkpoint_due()
+    clock[0] = 160.0
+    assert trainer._checkpoint_due()
+    trainer.cfg = GRPOConfig.model_validate({"checkpoint": {"every": 4}})
+    assert not trainer._checkpoint_due()  # every_s unset: wall time alone never triggers
+    trainer.step = 8
+    assert trainer._checkpoint_due()
+    with pytest.raises(ValueError, match="every_s"):
+        GRPOConfig.model_validate({"checkpoint": {"every_s": 0}})
