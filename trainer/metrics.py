@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,8 @@ class RunLog:
 
     def __init__(
         self, run_dir: Path, *, total_steps: int, start_step: int, elapsed_offset: float, tensorboard: bool,
-        progress: str, eval_offset: float = 0.0,
+        progress: str, eval_offset: float = 0.0, label: str = "GRPO",
+        summary: Callable[[Mapping[str, float]], str] | None = None,
     ) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.total_steps = total_steps
@@ -104,7 +105,9 @@ class RunLog:
         mode = progress
         if mode == "auto":
             mode = "rich" if sys.stderr.isatty() else "plain"
-        self._progress = _RichProgress(total_steps, start_step) if mode == "rich" else None
+        self._summary = summary
+        """Progress text of a train record (None: GRPO's reward / pass rate / length line)."""
+        self._progress = _RichProgress(total_steps, start_step, label, summary) if mode == "rich" else None
         self._plain = mode == "plain"
         self.last_eval: dict[str, float] = {}
 
@@ -148,6 +151,11 @@ class RunLog:
         self._tasks.write(json.dumps(rec) + "\n")
         self._tasks.flush()
 
+    def write_ids(self, step: int, ids: Sequence[str]) -> None:
+        """The example ids a step trained on (for stages without rollout groups, e.g. distillation)."""
+        self._tasks.write(json.dumps({"step": step, "task_ids": list(ids)}) + "\n")
+        self._tasks.flush()
+
     def note(self, text: str) -> None:
         """A message for the person watching (pauses, resyncs, where the run is)."""
         if self._progress is not None:
@@ -156,6 +164,9 @@ class RunLog:
             print(text, file=sys.stderr, flush=True)
 
     def _show(self, kind: str, step: int, m: Mapping[str, float]) -> None:
+        if kind == "eval" and self._summary is not None:
+            self.note(f"[eval] step {step}: {self._summary(m)}")
+            return
         if kind == "eval":
             self.note(
                 f"[eval] step {step}: reward {m.get('eval/reward_mean', float('nan')):.3f}  "
@@ -168,6 +179,10 @@ class RunLog:
             done = step - self.start_step
             rate = (time.monotonic() - self.t0) / max(done, 1)
             eta = rate * (self.total_steps - step)
+            if self._summary is not None:
+                self.note(f"step {step}/{self.total_steps}  {self._summary(m)}  {m.get('time/step_s', 0):.1f}s/step  "
+                          f"eta {eta:.0f}s")  # fmt: skip
+                return
             self.note(
                 f"step {step}/{self.total_steps}  reward {m.get('reward_mean', float('nan')):.3f}  "
                 f"pass {m.get('pass_rate', float('nan')):.3f}  len {m.get('completion/len_mean', 0):.1f}  "
@@ -184,7 +199,8 @@ class RunLog:
 
 
 class _RichProgress:
-    def __init__(self, total: int, start: int) -> None:
+    def __init__(self, total: int, start: int, label: str = "GRPO",
+                 summary: Callable[[Mapping[str, float]], str] | None = None) -> None:  # fmt: skip
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -197,14 +213,17 @@ class _RichProgress:
 
         self.console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]GRPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
             TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
         )  # fmt: skip
         self.task = self.progress.add_task("train", total=total, completed=start, info="")
         self.progress.start()
+        self.summary = summary
 
     def update(self, step: int, m: Mapping[str, float]) -> None:
         info = f"reward {m.get('reward_mean', float('nan')):.3f} pass {m.get('pass_rate', float('nan')):.2f}"
+        if self.summary is not None:
+            info = self.summary(m)
         self.progress.update(self.task, completed=step, info=info)
 
     def stop(self) -> None:

@@ -1,0 +1,161 @@
+"""Typed configuration of `rlvr train distill` (TOML file + `key=value` overrides).
+
+The student section is the GRPO trainer's ModelSection (path, full/LoRA, dtype, threads); optimiser, checkpoint,
+service and logging sections are GRPO's too, so a distillation run reads like a GRPO run. What is new: the
+teacher, the mode, the divergence, and how the teacher's completions are sampled and verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlvr.config import StrictModel, load_config
+from trainer.config import (
+    CheckpointSection,
+    GradersSection,
+    GRPOConfig,
+    LoggingSection,
+    ModelSection,
+    OptimSection,
+    RolloutSection,
+)
+from trainer.data import DataConfig
+from trainer.rewards import RewardSpec, check_specs
+
+DistillMode = Literal["logits", "sequence", "on_policy"]
+
+
+class TeacherSection(StrictModel):
+    """The model the student learns from (frozen)."""
+
+    path: str = "base"
+    """HF model directory (e.g. a GRPO run's checkpoints/ckpt-N/model), or "base" / "tiny"."""
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    """Dtype of the in-process teacher that scores tokens (logits mode)."""
+
+
+class KDSection(StrictModel):
+    """The token-level divergence (logits mode); see trainer/distill/losses.py for the definitions."""
+
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    """forward_kl = KL(teacher || student), reverse_kl = KL(student || teacher), jsd = generalized JSD (beta)."""
+    beta: float = Field(default=0.5, ge=0, le=1)
+    """Generalized-JSD interpolation as in TRL's GKD (0 = forward KL, 1 = reverse KL); used by divergence = jsd."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Both distributions are softmax(logits / temperature)."""
+    top_k: int = Field(default=0, ge=0)
+    """Keep the teacher's k largest logits per token (both sides renormalised over them); 0 = full vocabulary."""
+
+
+class TeacherSamplesSection(StrictModel):
+    """Teacher completions sampled on the rollout service and kept only when the grader service verifies them
+    (mode = "sequence", or completions = "teacher" in logits mode)."""
+
+    n: int = Field(default=4, ge=1)
+    """Samples per training prompt."""
+    temperature: float = Field(default=0.7, ge=0)
+    """Sampling temperature of the teacher."""
+    max_tokens: int = Field(default=256, ge=1)
+    """Completion limit in tokens."""
+    stop: list[str] = Field(default_factory=list)
+    """Stop strings."""
+    keep_per_prompt: int = Field(default=1, ge=1)
+    """At most this many distinct verified completions per prompt become training rows."""
+    seed: int = 0
+    """Sampling seed (per-request seed = seed + prompt index)."""
+
+
+class TrainSection(StrictModel):
+    """Run length and batch shape."""
+
+    steps: int = Field(default=100, ge=1)
+    """Optimizer steps."""
+    batch_size: int = Field(default=8, ge=1)
+    """Examples (prompt + completion) per optimizer step."""
+    micro_batch_size: int = Field(default=8, ge=1)
+    """Examples per forward/backward pass (gradients accumulate up to batch_size): bounds memory."""
+    max_time_s: float | None = Field(default=None, gt=0)
+    """Also stop after this many seconds of training (the metrics clock, evaluation excluded, across resumes)."""
+    seed: int = 0
+    """Seeds torch/python RNGs."""
+
+
+class EvalSection(StrictModel):
+    """Held-out evaluation: the student's divergence from the teacher (and its cross-entropy) on held-out
+    completions, computed in-process."""
+
+    every: int = Field(default=10, ge=0)
+    """Evaluate every N steps (0: only before and after training)."""
+    at_start: bool = True
+    """Evaluate the initial student."""
+    at_end: bool = True
+    """Evaluate after the last step."""
+    size: int | None = Field(default=None, ge=1)
+    """Use the first N held-out tasks (None: all of data.eval_size)."""
+
+
+class DistillConfig(StrictModel):
+    """`rlvr train distill --config run.toml [key=value ...]`."""
+
+    run_dir: Path | None = None
+    """Output directory (metrics.jsonl, tensorboard/, checkpoints/, teacher_samples/); default runs/<config name>."""
+    mode: DistillMode = "logits"
+    """logits: token-level KD on completions; sequence: SFT on the teacher's verified samples; on_policy: the
+    student samples, the teacher scores its tokens (not implemented yet)."""
+    teacher: TeacherSection = Field(default_factory=lambda: TeacherSection())
+    """The teacher."""
+    student: ModelSection = Field(default_factory=lambda: ModelSection(path="tiny", finetune="full"))
+    """The student (any HF dir; `rlvr models shrink` makes one from the teacher)."""
+    completions: Literal["dataset", "teacher"] = "dataset"
+    """logits mode: the completions KD runs on: the dataset's own answers (an assistant turn, or the `answer`
+    field) or the teacher's verified samples."""
+    kd: KDSection = Field(default_factory=lambda: KDSection())
+    """Divergence for logits mode."""
+    teacher_samples: TeacherSamplesSection = Field(default_factory=lambda: TeacherSamplesSection())
+    """Rejection sampling of the teacher (sequence mode, completions = "teacher")."""
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    """Training prompts and the held-out split."""
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(grader="math")])
+    """Graders that verify a teacher sample: a sample is kept when every one of them says PASSED."""
+    optim: OptimSection = Field(default_factory=lambda: OptimSection(lr=1e-4))
+    """AdamW and schedule."""
+    train: TrainSection = Field(default_factory=lambda: TrainSection())
+    """Run length and batches."""
+    eval: EvalSection = Field(default_factory=lambda: EvalSection())
+    """Held-out evaluation."""
+    checkpoint: CheckpointSection = Field(default_factory=lambda: CheckpointSection())
+    """Checkpoints (resume with --resume)."""
+    rollout: RolloutSection = Field(default_factory=lambda: RolloutSection())
+    """Rollout service (teacher sampling)."""
+    graders: GradersSection = Field(default_factory=lambda: GradersSection())
+    """Grader service (verification)."""
+    logging: LoggingSection = Field(default_factory=lambda: LoggingSection())
+    """Metrics outputs."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DistillConfig:
+        check_specs(self.rewards)
+        if self.mode == "on_policy":
+            raise ValueError("mode = \"on_policy\" is not implemented yet; use \"logits\" or \"sequence\"")
+        if self.student.finetune == "qlora":
+            raise ValueError("student.finetune = \"qlora\" is not supported by distillation; use full or lora")
+        return self
+
+    @property
+    def uses_teacher_samples(self) -> bool:
+        return self.mode == "sequence" or self.completions == "teacher"
+
+    def services_config(self, model_path: str) -> GRPOConfig:
+        """The service sections as trainer.services.Services reads them, serving `model_path`."""
+        return GRPOConfig(model=ModelSection(path=model_path, finetune="full"), rewards=self.rewards,
+                          rollout=self.rollout, graders=self.graders)  # fmt: skip
+
+
+def load_distill_config(path: str | Path | None, overrides: list[str] | None = None) -> DistillConfig:
+    """Load and validate a distillation config; run_dir defaults to runs/<config file name>."""
+    cfg = load_config(DistillConfig, path, overrides)
+    if cfg.run_dir is None:
+        cfg.run_dir = Path("runs") / (Path(path).stem if path is not None else "distill")
+    return cfg
