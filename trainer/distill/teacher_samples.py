@@ -6,6 +6,7 @@ Writes, under <run_dir>/teacher_samples/:
 - verified.jsonl: chat rows `{"id", "messages": [..prompt, {"role": "assistant", ...}], "teacher_pass_count",
   "teacher_samples", <the task's grader fields>}` (the conversational format `rlvr data check` and TRL read);
 - pass_counts.jsonl: one line per prompt `{"id", "passed", "samples", "kept"}`, zeros included;
+- samples.jsonl: every sample `{"id", "text", "statuses", "finish"}`, to read what the teacher said;
 - summary.json: totals and wall time. A `.complete` marker is written last: a resumed run reuses a complete
   set and never samples twice."""
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 SAMPLES_DIR = "teacher_samples"
 VERIFIED = "verified.jsonl"
 PASS_COUNTS = "pass_counts.jsonl"
+ALL_SAMPLES = "samples.jsonl"
 COMPLETE = ".complete"
 CHUNK_PROMPTS = 64
 
@@ -44,7 +46,7 @@ async def _sample_chunk(
 ) -> list[list[ScoredSample]]:  # fmt: skip
     s = cfg.teacher_samples
     params = SamplingConfig(n=s.n, temperature=s.temperature, max_tokens=s.max_tokens, stop=list(s.stop),
-                            seed=s.seed + offset)  # fmt: skip
+                            seed=None if s.seed is None else s.seed + offset)  # fmt: skip
     samples: list[Sample] = await rollout.generate([PromptInput(id=t.id, messages=t.messages) for t in tasks], params)
     outcomes = await asyncio.gather(
         *(grade_sample(grader, tasks[x.prompt_index], x.text, cfg.rewards, retry, counts) for x in samples)
@@ -84,12 +86,14 @@ async def _sample_all(cfg: DistillConfig, services: Services, tasks: list[Task],
     try:
         await rollout.wait_ready(cfg.rollout.start_timeout_s)
         await grader.wait_ready(g.start_timeout_s)
-        with (out / VERIFIED).open("w") as vf, (out / PASS_COUNTS).open("w") as pf:
+        with (out / VERIFIED).open("w") as vf, (out / PASS_COUNTS).open("w") as pf, (out / ALL_SAMPLES).open("w") as af:
             for i in range(0, len(tasks), CHUNK_PROMPTS):
                 chunk = tasks[i : i + CHUNK_PROMPTS]
                 for task, scored in zip(chunk, await _sample_chunk(rollout, grader, chunk, cfg, i, retry, counts),
                                         strict=True):  # fmt: skip
                     rows, stat = _rows(task, scored, cfg)
+                    af.writelines(json.dumps({"id": task.id, "text": x.sample.text, "statuses": x.outcome.statuses,
+                                              "finish": x.sample.finish_reason}) + "\n" for x in scored)  # fmt: skip
                     vf.writelines(json.dumps(r) + "\n" for r in rows)
                     pf.write(json.dumps(stat) + "\n")
                     totals["prompts"] += 1
