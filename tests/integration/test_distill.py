@@ -32,7 +32,7 @@ def tiny_config(tmp_path: Path, name: str, *extra: str) -> list[str]:
     return [f"run_dir={tmp_path / name}", f"teacher.path={prepare_tiny_model(seed=0)}",
             f"student.path={prepare_tiny_model(seed=1)}", "student.threads=1", "data.size=200", "data.eval_size=12",
             "train.batch_size=4", "optim.lr=2e-3", "logging.progress=plain", "logging.tensorboard=false",
-            *extra]  # fmt: skip
+            "eval.accuracy=false", *extra]  # fmt: skip
 
 
 def evals(run_dir: Path) -> list[dict[str, float]]:
@@ -64,7 +64,8 @@ def test_sequence_mode_trains_on_verified_teacher_samples(tmp_path: Path, base_m
                  "data.eval_size=12", "teacher_samples.n=1", "teacher_samples.max_tokens=16",
                  'teacher_samples.stop=["\\n"]', "teacher_samples.temperature=0", "train.steps=6",
                  "train.batch_size=4", "optim.lr=2e-3", "eval.every=0", "rollout.threads=1",
-                 "rollout.max_model_len=256", "logging.progress=plain", "logging.tensorboard=false"]  # fmt: skip
+                 "rollout.max_model_len=256", "logging.progress=plain", "logging.tensorboard=false",
+                 "eval.max_tokens=16", 'eval.stop=["\\n"]']  # fmt: skip
     summary = run_distill(load_distill_config(None, overrides))
     out = summary.run_dir / "teacher_samples"
     counts = [json.loads(line) for line in (out / "pass_counts.jsonl").read_text().splitlines()]
@@ -78,7 +79,14 @@ def test_sequence_mode_trains_on_verified_teacher_samples(tmp_path: Path, base_m
     first, last = evals(summary.run_dir)[0], evals(summary.run_dir)[-1]
     assert last["eval/forward_kl"] < first["eval/forward_kl"]
     assert last["eval/student_ce"] < first["eval/student_ce"]
-    assert not list(summary.run_dir.glob("logs/*.pid"))
+    # Held-out accuracy by the strict scorer (shared evaluator): the teacher's once (on the sampling services),
+    # the student's at each evaluation, every answer written out.
+    teacher = json.loads((summary.run_dir / "teacher_eval.json").read_text())
+    assert teacher["teacher/samples"] == 12 and 0 < teacher["teacher/accuracy"] < 1
+    assert all(0 <= e["eval/accuracy"] <= 1 and e["teacher/accuracy"] == teacher["teacher/accuracy"]
+               for e in (first, last))  # fmt: skip
+    answers = read_records(summary.run_dir / "eval_samples.jsonl")
+    assert len(answers) == 24 and {a["step"] for a in answers} == {0, 6} and all("verdict" in a for a in answers)
 
 
 def test_resume_after_kill_9_continues_at_the_same_step_and_data_position(tmp_path: Path) -> None:

@@ -55,4 +55,11 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"(?s)d\.toml.*kd\.divergnce"):
         load_distill_config(bad)
     svc = cfg.services_config("/some/model")
-    assert svc.model.path == "/some/model" and svc.rewards == cfg.rewards and svc.sandbox_backend() == "none"
+    assert svc.model.path == "/some/model" and svc.rewards == cfg.rewards
+    assert svc.used_graders() == ["last_integer", "math"]
+    assert cfg.scorer.grader == "last_integer"  # the addition task's strict scorer, not the training reward
+    with pytest.raises(ConfigError, match="LoRA student"):
+        load_distill_config(None, ["student.finetune=lora"])
+    assert load_distill_config(None, ["student.finetune=lora", "eval.accuracy=false"]).student.finetune == "lora"
+    with pytest.raises(ConfigError, match=r"eval\.scorer: required"):
+        load_distill_config(None, ["data.source=jsonl", "data.path=x.jsonl"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlvr.config import StrictModel, load_config
 from trainer.config import (
@@ -21,7 +21,9 @@ from trainer.config import (
     OptimSection,
     RolloutSection,
 )
+from trainer.config import EvalSection as GRPOEvalSection
 from trainer.data import DataConfig
+from trainer.evaluate import DEFAULT_SCORERS, ScorerSpec
 from trainer.rewards import RewardSpec, check_specs
 
 DistillMode = Literal["logits", "sequence", "on_policy"]
@@ -84,8 +86,9 @@ class TrainSection(StrictModel):
 
 
 class EvalSection(StrictModel):
-    """Held-out evaluation: the student's divergence from the teacher (and its cross-entropy) on held-out
-    completions, computed in-process."""
+    """Held-out evaluation: accuracy by the task's strict scorer (greedy generation of the student on the rollout
+    service, graded by the grader service through trainer/evaluate.py), and token-level metrics in-process: the
+    student's divergence from the teacher and both models' cross-entropy on the held-out completions."""
 
     every: int = Field(default=10, ge=0)
     """Evaluate every N steps (0: only before and after training)."""
@@ -95,6 +98,25 @@ class EvalSection(StrictModel):
     """Evaluate after the last step."""
     size: int | None = Field(default=None, ge=1)
     """Use the first N held-out tasks (None: all of data.eval_size)."""
+    accuracy: bool = True
+    """Measure held-out accuracy (starts a rollout server for the student and a grader server; full fine-tuning
+    only: the student's weights are pushed before each evaluation)."""
+    teacher: bool = True
+    """Also measure the teacher's held-out accuracy once (the reference the student is compared with)."""
+    scorer: ScorerSpec | None = None
+    """Strict scorer of accuracy (a grader name or {grader, field_map, fields}); None: the data source's canonical
+    checker (addition: last_integer, reasoning_gym: reasoning_gym, humaneval: python_tests)."""
+    max_tokens: int = Field(default=64, ge=1)
+    """Completion limit of the greedy held-out answers."""
+    stop: list[str] = Field(default_factory=list)
+    """Stop strings of the held-out answers."""
+    examples: int = Field(default=3, ge=0)
+    """Held-out answers printed at each evaluation (all are written to eval_samples.jsonl)."""
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _scorer_by_name(cls, value: object) -> object:
+        return {"grader": value} if isinstance(value, str) else value
 
 
 class DistillConfig(StrictModel):
@@ -142,7 +164,22 @@ class DistillConfig(StrictModel):
             raise ValueError("mode = \"on_policy\" is not implemented yet; use \"logits\" or \"sequence\"")
         if self.student.finetune == "qlora":
             raise ValueError("student.finetune = \"qlora\" is not supported by distillation; use full or lora")
+        if self.eval.accuracy and self.student.finetune != "full":
+            raise ValueError("eval.accuracy needs student.finetune = \"full\" (its weights are pushed to the rollout "
+                             "service); set eval.accuracy = false for a LoRA student")  # fmt: skip
+        if self.eval.accuracy and self.eval.scorer is None:
+            default = DEFAULT_SCORERS.get(self.data.source)
+            if default is None:
+                raise ValueError(f"eval.scorer: required for data.source = {self.data.source!r} (the strict checker "
+                                 "of held-out accuracy, e.g. scorer = \"math\")")  # fmt: skip
+            self.eval.scorer = ScorerSpec(grader=default)
         return self
+
+    @property
+    def scorer(self) -> ScorerSpec:
+        """The resolved held-out scorer (set by validation when eval.accuracy is on)."""
+        assert self.eval.scorer is not None
+        return self.eval.scorer
 
     @property
     def uses_teacher_samples(self) -> bool:
@@ -150,8 +187,10 @@ class DistillConfig(StrictModel):
 
     def services_config(self, model_path: str) -> GRPOConfig:
         """The service sections as trainer.services.Services reads them, serving `model_path`."""
+        scorer = self.eval.scorer or ScorerSpec(grader=self.rewards[0].grader)
         return GRPOConfig(model=ModelSection(path=model_path, finetune="full"), rewards=self.rewards,
-                          rollout=self.rollout, graders=self.graders)  # fmt: skip
+                          rollout=self.rollout, graders=self.graders, data=self.data,
+                          eval=GRPOEvalSection(scorer=scorer))  # fmt: skip
 
 
 def load_distill_config(path: str | Path | None, overrides: list[str] | None = None) -> DistillConfig:

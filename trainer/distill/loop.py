@@ -12,6 +12,7 @@ held-out tasks' completions (in-process, token-level; accuracy comes from the sh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 from rlvr.student import check_compatible
 from trainer.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.data import Task, TaskStream, build_tasks
+from trainer.distill.accuracy import AccuracyProbe
+from trainer.distill.accuracy import record as record_report
 from trainer.distill.config import DistillConfig
 from trainer.distill.examples import Batch, Example, collate, encode_task
 from trainer.distill.losses import masked_mean, token_divergence
@@ -75,8 +78,8 @@ def _summary(m: Mapping[str, float]) -> str:
     """One progress line: the training loss, or the held-out metrics of an eval record."""
     if "train/loss" in m:
         return f"loss {m['train/loss']:.4f}  lr {m.get('train/lr', 0):.2e}"
-    parts = [f"{k.removeprefix('eval/')} {m[k]:.4f}" for k in ("eval/kd_loss", "eval/student_ce", "eval/teacher_ce",
-                                                                "eval/accuracy") if k in m]  # fmt: skip
+    keys = ("eval/accuracy", "teacher/accuracy", "eval/kd_loss", "eval/student_ce", "eval/teacher_ce")
+    parts = [f"{k.replace('eval/', '')} {m[k]:.4f}" for k in keys if k in m]
     return "  ".join(parts) + f"  ({int(m.get('eval/samples', 0))} held-out tasks)"
 
 
@@ -123,6 +126,10 @@ class DistillTrainer:
                              tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress,
                              label=f"distill ({cfg.mode})", summary=_summary)  # fmt: skip
         self.evals: list[dict[str, Any]] = []
+        self.probe: AccuracyProbe | None = None
+        """Held-out accuracy through the rollout and grader services (None: token-level metrics only)."""
+        self.teacher_eval: dict[str, Any] = {}
+        """The teacher's held-out accuracy metrics, repeated in every eval record for comparison."""
 
     # ------------------------------------------------------------------ losses
 
@@ -192,9 +199,18 @@ class DistillTrainer:
         finally:
             self.student.model.train()
         metrics = {f"eval/{k}": v / max(tokens, 1.0) for k, v in sums.items()}
-        metrics.update({"eval/tokens": tokens, "eval/samples": float(len(self.held_out)),
-                        "time/eval_s": time.monotonic() - t0})  # fmt: skip
+        metrics.update({"eval/tokens": tokens, "eval/samples": float(len(self.held_out))})
+        examples = ""
+        if self.probe is not None:
+            weights = self.student.full_state() if self.step > 0 else None
+            report = self.probe.measure(weights, version=self.step)
+            metrics.update(record_report(report, self.run_dir, self.step))
+            examples = report.examples(self.cfg.eval.examples)
+        metrics.update({k: v for k, v in self.teacher_eval.items() if isinstance(v, float)})
+        metrics["time/eval_s"] = time.monotonic() - t0
         record = self.runlog.write("eval", self.step, metrics)
+        if examples:
+            self.runlog.note(f"held-out answers at step {self.step} (prompt → answer → verdict):\n{examples}")
         self.evals.append(record)
         return metrics
 
@@ -283,12 +299,12 @@ def load_tasks(cfg: DistillConfig, run_dir: Path) -> tuple[list[Task], list[Task
         return stream.tasks, held_out
     from trainer.distill.teacher_samples import sample_teacher, verified_tasks
 
-    path = sample_teacher(cfg, run_dir, stream.tasks)
+    path = sample_teacher(cfg, run_dir, stream.tasks, held_out)
     return verified_tasks(path), held_out
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False) -> DistillSummary:
-    """Run (or resume) a distillation as configured."""
+    """Run (or resume) a distillation as configured; embedded services are stopped on exit, error or Ctrl-C."""
     teacher_dir = resolve_model_path(cfg.teacher.path)
     student_dir = resolve_model_path(cfg.student.path)
     check_compatible(teacher_dir, student_dir, cfg.mode)  # before any service or model is started
@@ -297,11 +313,29 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> DistillSummary:
         torch.set_num_threads(cfg.student.threads)
     _seed(cfg.train.seed)
     train_tasks, held_out = load_tasks(cfg, run_dir)
-    trainer = DistillTrainer(cfg, run_dir, ckpt, train_tasks, held_out)
-    try:
-        summary = trainer.run()
-    finally:
-        trainer.close()
+    teacher_eval: dict[str, Any] = {}
+    if cfg.eval.accuracy and cfg.eval.teacher:
+        from trainer.distill.accuracy import teacher_accuracy
+
+        teacher_eval = teacher_accuracy(cfg, run_dir, held_out)
+    with contextlib.ExitStack() as stack:
+        probe = None
+        if cfg.eval.accuracy:
+            from trainer.services import Services
+
+            services = stack.enter_context(Services(cfg.services_config(str(student_dir)), student_dir,
+                                                    run_dir / "logs" / "student"))  # fmt: skip
+            probe = AccuracyProbe(cfg, services, held_out)
+        trainer = DistillTrainer(cfg, run_dir, ckpt, train_tasks, held_out)
+        trainer.probe, trainer.teacher_eval = probe, teacher_eval
+        if teacher_eval:
+            n = int(teacher_eval["teacher/samples"])
+            trainer.runlog.note(f"teacher held-out accuracy {teacher_eval['teacher/accuracy']:.3f} ({n} tasks):\n"
+                                f"{teacher_eval['examples']}")  # fmt: skip
+        try:
+            summary = trainer.run()
+        finally:
+            trainer.close()
     first, last = (summary.evals[0], summary.evals[-1]) if summary.evals else (None, None)
     (run_dir / "summary.json").write_text(json.dumps(
         {"steps": summary.steps, "first_eval": first, "last_eval": last, "student": str(summary.student_dir)},

@@ -28,7 +28,7 @@ from trainer.distill.config import DistillConfig
 from trainer.metrics import passed
 from trainer.pipeline import GradeRetry, ScoredSample, grade_sample
 from trainer.policy import resolve_model_path
-from trainer.rewards import check_task_fields
+from trainer.rewards import check_task_fields, check_task_golds
 from trainer.services import Services
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,10 @@ async def _sample_all(cfg: DistillConfig, services: Services, tasks: list[Task],
     try:
         await rollout.wait_ready(cfg.rollout.start_timeout_s)
         await grader.wait_ready(g.start_timeout_s)
+        # What the graders need, as the grader service says: a bad task fails here, naming its file:line.
+        catalog = await grader.list_graders()
+        check_task_fields(tasks, cfg.rewards, catalog)
+        await check_task_golds(grader, tasks, cfg.rewards, catalog)
         with (out / VERIFIED).open("w") as vf, (out / PASS_COUNTS).open("w") as pf, (out / ALL_SAMPLES).open("w") as af:
             for i in range(0, len(tasks), CHUNK_PROMPTS):
                 chunk = tasks[i : i + CHUNK_PROMPTS]
@@ -109,18 +113,22 @@ async def _sample_all(cfg: DistillConfig, services: Services, tasks: list[Task],
     return {**totals, "ungraded_samples": counts["ungraded"], "wall_s": round(time.monotonic() - t0, 1)}
 
 
-def sample_teacher(cfg: DistillConfig, run_dir: Path, tasks: list[Task]) -> Path:
-    """verified.jsonl of the teacher's samples on `tasks` (reused when a complete set is already there)."""
+def sample_teacher(cfg: DistillConfig, run_dir: Path, tasks: list[Task], held_out: list[Task]) -> Path:
+    """verified.jsonl of the teacher's samples on `tasks` (reused when a complete set is already there); the
+    teacher's held-out accuracy is measured on the same services when the run asks for it."""
     out = run_dir / SAMPLES_DIR
     if (out / COMPLETE).is_file():
         log.info("reusing the teacher's verified samples in %s", out)
         return out / VERIFIED
-    check_task_fields(tasks, cfg.rewards)
     out.mkdir(parents=True, exist_ok=True)
     (out / COMPLETE).unlink(missing_ok=True)
     teacher_dir = resolve_model_path(cfg.teacher.path)
     with Services(cfg.services_config(str(teacher_dir)), teacher_dir, run_dir / "logs") as services:
         summary = asyncio.run(_sample_all(cfg, services, tasks, out))
+        if cfg.eval.accuracy and cfg.eval.teacher:
+            from trainer.distill.accuracy import teacher_accuracy
+
+            teacher_accuracy(cfg, run_dir, held_out, services)
     summary["teacher"] = str(teacher_dir)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     if summary["rows"] == 0:
