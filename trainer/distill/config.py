@@ -38,6 +38,15 @@ class TeacherSection(StrictModel):
     """Dtype of the in-process teacher that scores tokens (logits mode)."""
 
 
+class StudentSection(ModelSection):
+    """The student: GRPO's model section with full fine-tuning as the default (a small student has few weights)."""
+
+    path: str = "tiny"
+    """HF model directory (e.g. made by `rlvr models shrink`), or "base" / "tiny"."""
+    finetune: Literal["full", "lora", "qlora"] = "full"
+    """full (default): every weight; lora: a peft adapter (merged into student/ at the end)."""
+
+
 class KDSection(StrictModel):
     """The token-level divergence (logits mode); see trainer/distill/losses.py for the definitions."""
 
@@ -129,7 +138,7 @@ class DistillConfig(StrictModel):
     student samples, the teacher scores its tokens (not implemented yet)."""
     teacher: TeacherSection = Field(default_factory=lambda: TeacherSection())
     """The teacher."""
-    student: ModelSection = Field(default_factory=lambda: ModelSection(path="tiny", finetune="full"))
+    student: StudentSection = Field(default_factory=lambda: StudentSection())
     """The student (any HF dir; `rlvr models shrink` makes one from the teacher)."""
     completions: Literal["dataset", "teacher"] = "dataset"
     """logits mode: the completions KD runs on: the dataset's own answers (an assistant turn, or the `answer`
