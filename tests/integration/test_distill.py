@@ -89,6 +89,22 @@ def test_sequence_mode_trains_on_verified_teacher_samples(tmp_path: Path, base_m
     assert len(answers) == 24 and {a["step"] for a in answers} == {0, 6} and all("verdict" in a for a in answers)
 
 
+def test_on_policy_mode_lowers_the_held_out_reverse_kl(tmp_path: Path, base_model_dir: Path) -> None:
+    """The tiny student samples on the real rollout service (weights pushed each step), SmolLM2 scores its tokens;
+    the loss is the per-token reverse KL on the student's own samples."""
+    cfg = load_distill_config(None, tiny_config(tmp_path, "on_policy", "mode=on_policy", "train.steps=6",
+                                                "eval.every=0", f"teacher.path={base_model_dir}",
+                                                "kd.divergence=reverse_kl", "on_policy.max_tokens=12",
+                                                "rollout.threads=1", "rollout.max_model_len=256"))  # fmt: skip
+    summary = run_distill(cfg)
+    first, last = evals(summary.run_dir)[0], evals(summary.run_dir)[-1]
+    assert last["eval/kd_loss"] < 0.95 * first["eval/kd_loss"]
+    train = [r for r in read_records(summary.run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert len(train) == 6 and all(r["train/tokens"] > 0 and r["time/gen_s"] > 0 for r in train)
+    ids = [i for r in read_records(summary.run_dir / "tasks.jsonl") for i in r["task_ids"]]
+    assert len(ids) == 24 and all("#" in i for i in ids)  # the student's samples, one per prompt
+
+
 def test_resume_after_kill_9_continues_at_the_same_step_and_data_position(tmp_path: Path) -> None:
     steps = 10
     common = [f"train.steps={steps}", "checkpoint.every=2", "checkpoint.keep_last=2", "eval.every=0",

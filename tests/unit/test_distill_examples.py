@@ -48,8 +48,9 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
     assert cfg.run_dir == Path("runs/distill")
     with pytest.raises(ConfigError, match=r"kd\.beta"):
         load_distill_config(None, ["kd.beta=1.5"])
-    with pytest.raises(ConfigError, match="not implemented"):
-        load_distill_config(None, ["mode=on_policy"])
+    with pytest.raises(ConfigError, match="on_policy"):
+        load_distill_config(None, ["mode=on_policy", "student.finetune=lora", "eval.accuracy=false"])
+    assert load_distill_config(None, ["mode=on_policy", "eval.accuracy=false"]).serves_student
     bad = tmp_path / "d.toml"
     bad.write_text("[kd]\ndivergnce = 'jsd'\n")
     with pytest.raises(ConfigError, match=r"(?s)d\.toml.*kd\.divergnce"):

@@ -79,6 +79,21 @@ class TeacherSamplesSection(StrictModel):
     0.32's engine dies on seeded requests ("CPU Generator does not use offset", measured here)."""
 
 
+class OnPolicySection(StrictModel):
+    """The student's own samples (mode = "on_policy"): generated on the rollout service with the current weights
+    (pushed each step), scored token by token by the teacher; the loss is the kd divergence on those tokens
+    (reverse KL is the usual choice: GKD with beta = 1, on-policy)."""
+
+    n: int = Field(default=1, ge=1)
+    """Samples per prompt; a step trains on train.batch_size prompts × n samples."""
+    temperature: float = Field(default=1.0, ge=0)
+    """Sampling temperature of the student."""
+    max_tokens: int = Field(default=64, ge=1)
+    """Completion limit in tokens."""
+    stop: list[str] = Field(default_factory=list)
+    """Stop strings."""
+
+
 class TrainSection(StrictModel):
     """Run length and batch shape."""
 
@@ -135,7 +150,7 @@ class DistillConfig(StrictModel):
     """Output directory (metrics.jsonl, tensorboard/, checkpoints/, teacher_samples/); default runs/<config name>."""
     mode: DistillMode = "logits"
     """logits: token-level KD on completions; sequence: SFT on the teacher's verified samples; on_policy: the
-    student samples, the teacher scores its tokens (not implemented yet)."""
+    student samples on the rollout service, the teacher scores its tokens, the kd divergence is the loss."""
     teacher: TeacherSection = Field(default_factory=lambda: TeacherSection())
     """The teacher."""
     student: StudentSection = Field(default_factory=lambda: StudentSection())
@@ -147,6 +162,8 @@ class DistillConfig(StrictModel):
     """Divergence for logits mode."""
     teacher_samples: TeacherSamplesSection = Field(default_factory=lambda: TeacherSamplesSection())
     """Rejection sampling of the teacher (sequence mode, completions = "teacher")."""
+    on_policy: OnPolicySection = Field(default_factory=lambda: OnPolicySection())
+    """The student's samples (mode = "on_policy")."""
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     """Training prompts and the held-out split."""
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(grader="math")])
@@ -169,13 +186,16 @@ class DistillConfig(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> DistillConfig:
         check_specs(self.rewards)
-        if self.mode == "on_policy":
-            raise ValueError("mode = \"on_policy\" is not implemented yet; use \"logits\" or \"sequence\"")
+        if self.mode == "on_policy" and self.student.finetune != "full":
+            raise ValueError("mode = \"on_policy\" needs student.finetune = \"full\" (its weights are pushed to the "
+                             "rollout service that samples it)")  # fmt: skip
         if self.student.finetune == "qlora":
             raise ValueError("student.finetune = \"qlora\" is not supported by distillation; use full or lora")
         if self.eval.accuracy and self.student.finetune != "full":
             raise ValueError("eval.accuracy needs student.finetune = \"full\" (its weights are pushed to the rollout "
                              "service); set eval.accuracy = false for a LoRA student")  # fmt: skip
+        if self.mode == "on_policy" and self.eval.scorer is None:
+            self.eval.scorer = ScorerSpec(grader=DEFAULT_SCORERS.get(self.data.source, self.rewards[0].grader))
         if self.eval.accuracy and self.eval.scorer is None:
             default = DEFAULT_SCORERS.get(self.data.source)
             if default is None:
@@ -189,6 +209,11 @@ class DistillConfig(StrictModel):
         """The resolved held-out scorer (set by validation when eval.accuracy is on)."""
         assert self.eval.scorer is not None
         return self.eval.scorer
+
+    @property
+    def serves_student(self) -> bool:
+        """The student needs its own rollout server (held-out accuracy, or on-policy samples)."""
+        return self.eval.accuracy or self.mode == "on_policy"
 
     @property
     def uses_teacher_samples(self) -> bool:

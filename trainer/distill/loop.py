@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from rlvr.student import check_compatible
+from rollout.types import SamplingConfig
 from trainer.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.data import Task, TaskStream, build_tasks
 from trainer.distill.accuracy import AccuracyProbe
@@ -154,10 +155,24 @@ class DistillTrainer:
                                          temperature=kd.temperature, top_k=kd.top_k)  # fmt: skip
         return masked_mean(per_token, mask, denominator)
 
+    def _on_policy_examples(self, tasks: list[Task]) -> list[Example]:
+        """The student's own samples with its current weights (pushed as version = step), as token ids: the
+        engine's prompt and completion ids are scored as they are (same tokenizer: checked before the run)."""
+        assert self.probe is not None
+        o = self.cfg.on_policy
+        params = SamplingConfig(n=o.n, temperature=o.temperature, max_tokens=o.max_tokens, stop=list(o.stop))
+        weights = self.student.full_state() if self.step > 0 else None
+        samples = self.probe.sample(tasks, params, weights, version=self.step)
+        return [Example(f"{s.prompt_id}#{s.sample_index}", list(s.prompt_token_ids), list(s.token_ids))
+                for s in samples if s.token_ids]  # fmt: skip
+
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         tasks = self.stream.take(cfg.train.batch_size)
-        examples = [encode_task(self.tok, t) for t in tasks]
+        t_gen = time.monotonic()
+        examples = self._on_policy_examples(tasks) if cfg.mode == "on_policy" else [encode_task(self.tok, t)
+                                                                                    for t in tasks]  # fmt: skip
+        gen_s = time.monotonic() - t_gen
         pad = self.tok.pad_token_id or 0
         batches = [collate(chunk, pad) for chunk in _chunks(examples, cfg.train.micro_batch_size)]
         total = float(sum(b.tokens for b in batches))
@@ -178,7 +193,8 @@ class DistillTrainer:
         dt = time.monotonic() - t0
         self.runlog.write_ids(self.step, [t.id for t in tasks])
         metrics = {"train/loss": loss_sum, "train/grad_norm": norm, "train/lr": float(self.scheduler.get_last_lr()[0]),
-                   "train/tokens": total, "train/tokens_per_s": total / max(dt, 1e-9), "time/step_s": dt}  # fmt: skip
+                   "train/tokens": total, "train/tokens_per_s": total / max(dt, 1e-9), "time/step_s": dt + gen_s,
+                   "time/gen_s": gen_s}  # fmt: skip
         return self.runlog.write("train", self.step, metrics)
 
     # ------------------------------------------------------------------ evaluation
@@ -201,7 +217,7 @@ class DistillTrainer:
         metrics = {f"eval/{k}": v / max(tokens, 1.0) for k, v in sums.items()}
         metrics.update({"eval/tokens": tokens, "eval/samples": float(len(self.held_out))})
         examples = ""
-        if self.probe is not None:
+        if self.probe is not None and self.cfg.eval.accuracy:
             weights = self.student.full_state() if self.step > 0 else None
             report = self.probe.measure(weights, version=self.step)
             metrics.update(record_report(report, self.run_dir, self.step))
@@ -320,7 +336,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> DistillSummary:
         teacher_eval = teacher_accuracy(cfg, run_dir, held_out)
     with contextlib.ExitStack() as stack:
         probe = None
-        if cfg.eval.accuracy:
+        if cfg.serves_student:
             from trainer.services import Services
 
             services = stack.enter_context(Services(cfg.services_config(str(student_dir)), student_dir,
