@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("overrides", nargs="*", help="extra `rlvr train distill` overrides")
     args = ap.parse_args()
-    student = REPO / "runs" / "students" / f"{args.teacher.resolve().parent.parent.parent.name}-{args.layers}layers"
+    tag = "-".join(args.teacher.resolve().parts[-4:]).replace(".", "_")
+    student = REPO / "runs" / "students" / f"{tag}-{args.layers}layers"
     shrink = shrink_student(args.teacher, args.layers, student)
     run_dir = args.run_dir or REPO / "runs" / time.strftime(f"bench-distill-{args.mode}-%Y%m%d-%H%M%S")
     overrides = [f"run_dir={run_dir}", f"mode={args.mode}", f"teacher.path={args.teacher}", f"student.path={student}",
