@@ -1,5 +1,5 @@
 """What a training run (GRPO, distillation) reports: per-step and eval metrics to `<run_dir>/metrics.jsonl` and
-prompt ids each step trained on to `<run_dir>/tasks.jsonl`, and progress on the terminal.
+TensorBoard, the prompt ids each step trained on to `<run_dir>/tasks.jsonl`, and progress on the terminal.
 
 metrics.jsonl: one JSON object per line, `{"kind": "train"|"eval", "step": int, "elapsed_s": float, ...}`
 where elapsed_s is wall time since training started (set-up excluded; it continues across resumes) and
