@@ -35,6 +35,19 @@ class CompatibilityError(ValueError):
     """Teacher and student tokenizers differ, so their logits cannot be compared token for token."""
 
 
+def load_tokenizer(model_dir: str | Path, role: str) -> Any:
+    """The tokenizer of a model directory, or a clear error (GRPO checkpoints, for one, hold only weights)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise ShrinkError(
+            f"{role} {model_dir}: no usable tokenizer ({type(e).__name__}); copy the tokenizer files "
+            "(tokenizer.json, tokenizer_config.json, chat_template.jinja) of the model it was trained from into it"
+        ) from None
+
+
 def select_layers(num_layers: int, keep: int) -> list[int]:
     """Indices of the `keep` layers a student keeps out of `num_layers`: evenly spaced, first and last kept."""
     if num_layers < 1:
@@ -95,12 +108,13 @@ class ShrinkResult:
 def shrink(teacher: str | Path, keep: int, out: str | Path | None = None) -> ShrinkResult:
     """Write a student keeping `keep` of the teacher's decoder layers as a plain HF directory (weights in the
     teacher's dtype, the teacher's tokenizer and chat template, generation config and a shrink.json record)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     src = Path(teacher)
     if not (src / "config.json").is_file():
         raise ShrinkError(f"--from {src}: not an HF model directory (no config.json)")
     config = AutoConfig.from_pretrained(src)
+    tokenizer = load_tokenizer(src, "--from")
     n = int(getattr(config, "num_hidden_layers", 0) or 0)
     kept = select_layers(n, keep)
     model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
@@ -125,7 +139,7 @@ def shrink(teacher: str | Path, keep: int, out: str | Path | None = None) -> Shr
     result = ShrinkResult(final, kept, n, count_parameters(model), count_parameters(student))
     try:
         student.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         if (src / "generation_config.json").is_file():
             GenerationConfig.from_pretrained(src).save_pretrained(tmp)
         info = {"teacher": str(src.resolve()), "teacher_layers": n, "kept_layers": kept,
@@ -185,8 +199,6 @@ def check_compatible(teacher_dir: str | Path, student_dir: str | Path, mode: str
     """Stop before a distillation run whose mode cannot work with these two models. Logit-level modes
     ("logits", "on_policy") compare distributions over token ids, so the tokenizers must agree; "sequence" only
     exchanges text and accepts any pair."""
-    if mode == "sequence":
-        return
-    from transformers import AutoTokenizer
-
-    compare_tokenizers(AutoTokenizer.from_pretrained(teacher_dir), AutoTokenizer.from_pretrained(student_dir))
+    teacher, student = load_tokenizer(teacher_dir, "teacher"), load_tokenizer(student_dir, "student")
+    if mode != "sequence":
+        compare_tokenizers(teacher, student)

@@ -145,3 +145,15 @@ def test_special_token_mismatch_names_the_token(tiny_model_dir: Path) -> None:
                                                  r"'<\|im_start\|>' \(id 1\) in the student"):  # fmt: skip
         compare_tokenizers(teacher, student)
     compare_tokenizers(teacher, AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+def test_a_model_dir_without_tokenizer_is_named(six_layer_teacher: Path, tmp_path: Path) -> None:
+    """GRPO checkpoints hold weights only: shrinking one, or distilling from it, says what is missing."""
+    weights_only = tmp_path / "ckpt"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(six_layer_teacher / name, weights_only / name)
+    with pytest.raises(ShrinkError, match=r"--from .*ckpt: no usable tokenizer"):
+        shrink(weights_only, 2, tmp_path / "out")
+    with pytest.raises(ShrinkError, match=r"teacher .*ckpt: no usable tokenizer"):
+        check_compatible(weights_only, six_layer_teacher, "sequence")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rlvr.student import check_compatible
+from rlvr.student import check_compatible, count_parameters
 from rollout.types import SamplingConfig
 from trainer.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.data import Task, TaskStream, build_tasks
@@ -108,6 +108,10 @@ class DistillTrainer:
             self.teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=getattr(torch, cfg.teacher.dtype))
             self.teacher = self.teacher.to(self.student.device).eval().requires_grad_(False)
         self.vocab = len(self.tok)
+        # numel with tied embeddings counted once: the size comparison a "half the teacher" goal is about.
+        teacher_params = count_parameters(self.teacher) if self.teacher is not None else None
+        self.params: dict[str, int | None] = {"student_params": count_parameters(self.student.model),
+                                              "teacher_params": teacher_params}  # fmt: skip
         self.stream = TaskStream(train_tasks, seed=cfg.data.seed, shuffle=cfg.data.shuffle)
         self.held_out = [encode_task(self.tok, t) for t in held_out]
         o = cfg.optim
@@ -344,6 +348,10 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> DistillSummary:
             probe = AccuracyProbe(cfg, services, held_out)
         trainer = DistillTrainer(cfg, run_dir, ckpt, train_tasks, held_out)
         trainer.probe, trainer.teacher_eval = probe, teacher_eval
+        n_student, n_teacher = trainer.params["student_params"], trainer.params["teacher_params"]
+        if n_student and n_teacher:
+            trainer.runlog.note(f"student {n_student:,} parameters, {n_student / n_teacher:.1%} of the teacher's "
+                                f"{n_teacher:,} (tied weights counted once)")  # fmt: skip
         if teacher_eval:
             n = int(teacher_eval["teacher/samples"])
             trainer.runlog.note(f"teacher held-out accuracy {teacher_eval['teacher/accuracy']:.3f} ({n} tasks):\n"
@@ -354,6 +362,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> DistillSummary:
             trainer.close()
     first, last = (summary.evals[0], summary.evals[-1]) if summary.evals else (None, None)
     (run_dir / "summary.json").write_text(json.dumps(
-        {"steps": summary.steps, "first_eval": first, "last_eval": last, "student": str(summary.student_dir)},
+        {"steps": summary.steps, "first_eval": first, "last_eval": last, "student": str(summary.student_dir),
+         **trainer.params},
         indent=1))  # fmt: skip
     return summary
