@@ -3,6 +3,8 @@ imports what it needs when it runs, so `rlvr --help` is instant."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="rlvr: RL from verifiable rewards (GRPO over gRPC rollout + grader services).",
@@ -35,6 +37,30 @@ def models_path(name: str = typer.Argument("base", help="base | tiny")) -> None:
     from rlvr.models import prepare_base_model, prepare_tiny_model
 
     typer.echo(str(prepare_tiny_model() if name == "tiny" else prepare_base_model()))
+
+
+@models_app.command("shrink")
+def models_shrink(
+    teacher: str = typer.Option(..., "--from", help="Teacher: an HF model directory, or base / tiny."),
+    layers: int = typer.Option(..., "--layers", help="Decoder layers the student keeps (first and last included)."),
+    out: str | None = typer.Option(None, "--out", help="Student directory (default: the model cache)."),
+) -> None:
+    """Make a student by keeping LAYERS of the teacher's decoder layers, evenly spaced with the first and the last
+    kept; embeddings, norms, head, tokenizer and chat template are copied. See rlvr/student.py."""
+    from rlvr.models import prepare_base_model, prepare_tiny_model
+    from rlvr.student import ShrinkError, shrink
+
+    src: Path | str = teacher
+    if teacher in ("base", "tiny"):
+        src = prepare_base_model() if teacher == "base" else prepare_tiny_model()
+    try:
+        result = shrink(src, layers, out)
+    except ShrinkError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    ratio = result.student_params / result.teacher_params
+    typer.echo(f"student: {result.path}\nkept layers {result.kept_layers} of {result.teacher_layers}; parameters "
+               f"{result.student_params:,} vs teacher {result.teacher_params:,} ({ratio:.1%}, tied weights once)")
 
 
 def _register_components() -> None:

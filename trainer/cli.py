@@ -153,6 +153,9 @@ def _last_examples(run_dir: Path, k: int) -> str:
 
 
 def register(app: typer.Typer, group: typer.Typer) -> None:
-    """`rlvr train grpo` on the train group and `rlvr demo` on the top-level app."""
+    """`rlvr train grpo` / `rlvr train distill` on the train group and `rlvr demo` on the top-level app."""
+    from trainer.distill.cli import train_distill
+
     group.command("grpo")(train_grpo)
+    group.command("distill")(train_distill)
     app.command("demo")(demo)

@@ -1,5 +1,5 @@
-"""What a GRPO run reports: per-step and eval metrics to `<run_dir>/metrics.jsonl` and TensorBoard, the
-prompt ids each step trained on to `<run_dir>/tasks.jsonl`, and progress on the terminal.
+"""What a training run (GRPO, distillation) reports: per-step and eval metrics to `<run_dir>/metrics.jsonl` and
+TensorBoard, the prompt ids each step trained on to `<run_dir>/tasks.jsonl`, and progress on the terminal.
 
 metrics.jsonl: one JSON object per line, `{"kind": "train"|"eval", "step": int, "elapsed_s": float, ...}`
 where elapsed_s is wall time since training started (set-up excluded; it continues across resumes) and
@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,8 @@ class RunLog:
 
     def __init__(
         self, run_dir: Path, *, total_steps: int, start_step: int, elapsed_offset: float, tensorboard: bool,
-        progress: str, eval_offset: float = 0.0, max_time_s: float | None = None,
+        progress: str, eval_offset: float = 0.0, max_time_s: float | None = None, label: str = "GRPO",
+        summary: Callable[[Mapping[str, float]], str] | None = None,
     ) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.total_steps = total_steps
@@ -108,7 +109,9 @@ class RunLog:
         mode = progress
         if mode == "auto":
             mode = "rich" if sys.stderr.isatty() else "plain"
-        self._progress = _RichProgress(total_steps, start_step, self) if mode == "rich" else None
+        self._summary = summary
+        """Progress text of a train record (None: GRPO's reward / pass rate / length line)."""
+        self._progress = _RichProgress(total_steps, start_step, self, label, summary) if mode == "rich" else None
         self._plain = mode == "plain"
         self.last_eval: dict[str, float] = {}
 
@@ -172,6 +175,11 @@ class RunLog:
         self._tasks.write(json.dumps(rec) + "\n")
         self._tasks.flush()
 
+    def write_ids(self, step: int, ids: Sequence[str]) -> None:
+        """The example ids a step trained on (for stages without rollout groups, e.g. distillation)."""
+        self._tasks.write(json.dumps({"step": step, "task_ids": list(ids)}) + "\n")
+        self._tasks.flush()
+
     def note(self, text: str) -> None:
         """A message for the person watching (pauses, resyncs, where the run is)."""
         if self._progress is not None:
@@ -180,6 +188,9 @@ class RunLog:
             print(text, file=sys.stderr, flush=True)
 
     def _show(self, kind: str, step: int, m: Mapping[str, float]) -> None:
+        if kind == "eval" and self._summary is not None:
+            self.note(f"[eval] step {step}: {self._summary(m)}")
+            return
         if kind == "eval":
             self.note(
                 f"[eval] step {step}: accuracy {m.get('eval/accuracy', float('nan')):.3f} "
@@ -190,6 +201,10 @@ class RunLog:
         if self._progress is not None:
             self._progress.update(step, m)
         elif self._plain:
+            if self._summary is not None:
+                self.note(f"step {step}/{self.total_steps}  {self._summary(m)}  {m.get('time/step_s', 0):.1f}s/step  "
+                          f"eta {_clock(self.eta_s(step))}")  # fmt: skip
+                return
             self.note(
                 f"step {step}/{self.total_steps}  reward {m.get('reward_mean', float('nan')):.3f}  "
                 f"pass {m.get('pass_rate', float('nan')):.3f}  len {m.get('completion/len_mean', 0):.1f}  "
@@ -211,22 +226,26 @@ class _RichProgress:
     # only, and show hours for a run that a 10-minute train.max_time_s ends.
     RESOLUTION = 1000
 
-    def __init__(self, total: int, start: int, runlog: RunLog) -> None:
+    def __init__(self, total: int, start: int, runlog: RunLog, label: str = "GRPO",
+                 summary: Callable[[Mapping[str, float]], str] | None = None) -> None:  # fmt: skip
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True)
         self.runlog = runlog
         self.progress = Progress(
-            TextColumn("[bold]GRPO"), BarColumn(), TextColumn("step {task.fields[step]}/" + str(total)),
+            TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("step {task.fields[step]}/" + str(total)),
             TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}  {task.fields[info]}"), console=self.console,
         )  # fmt: skip
         self.task = self.progress.add_task("train", total=self.RESOLUTION, completed=0, step=start, eta="-:--:--",
                                            info="")  # fmt: skip
         self.progress.start()
+        self.summary = summary
 
     def update(self, step: int, m: Mapping[str, float]) -> None:
         info = f"reward {m.get('reward_mean', float('nan')):.3f} pass {m.get('pass_rate', float('nan')):.2f}"
+        if self.summary is not None:
+            info = self.summary(m)
         self.progress.update(self.task, completed=self.RESOLUTION * self.runlog.fraction_done(step), step=step,
                              eta=_clock(self.runlog.eta_s(step)), info=info)  # fmt: skip
 

@@ -20,6 +20,10 @@ def config_class(path: Path) -> type:
         from rollout.config import RolloutConfig
 
         return RolloutConfig
+    if path.name.startswith("distill"):
+        from trainer.distill.config import DistillConfig
+
+        return DistillConfig
     if path.name.startswith("grpo"):
         from trainer.config import GRPOConfig
 

@@ -1,0 +1,119 @@
+"""Distillation measured: a shrunk SmolLM2 student against its teacher on 2-digit addition, held-out accuracy by
+the strict scorer (last_integer) through the shared evaluator.
+
+    .venv/bin/python benchmarks/distill_addition.py --teacher DIR [--layers 11] [--mode logits] \
+        [--minutes 10] [--out benchmarks/results/distill_addition_logits.json] [key=value ...]
+
+Makes the student with `rlvr models shrink` (reused when present), runs `rlvr train distill` with
+examples/distill_addition.toml (mode and overrides as given, train.max_time_s = minutes) as a subprocess while
+sampling the machine's load average, then reads the run's metrics.jsonl, teacher_eval.json and eval_samples.jsonl:
+teacher and student accuracy on the same held-out problems, the student's accuracy per evaluation, training and
+wall time, both parameter counts and the first held-out answers, so the numbers can be checked against what the
+models wrote. The ≥ 90%-of-teacher-in-30-minutes goal is only meaningful on a quiet 2-core machine: the file
+records the load average seen during the run next to the numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trainer.metrics import EVAL_FILE, read_records  # noqa: E402
+
+EXAMPLES = 6
+
+
+def _load_sampler(stop: threading.Event, out: list[float]) -> None:
+    while not stop.wait(10.0):
+        out.append(os.getloadavg()[0])
+
+
+def _examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"prompt": r["prompt"], "answer": r["completion"], "verdict": r["verdict"]} for r in rows[:EXAMPLES]]
+
+
+def shrink_student(teacher: Path, layers: int, out: Path) -> dict[str, Any]:
+    if not (out / "shrink.json").is_file():
+        cmd = [sys.executable, "-m", "rlvr.cli", "models", "shrink", "--from", str(teacher), "--layers", str(layers),
+               "--out", str(out)]  # fmt: skip
+        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return dict(json.loads((out / "shrink.json").read_text()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", type=Path, required=True, help="teacher HF dir (e.g. a GRPO checkpoint's model/)")
+    ap.add_argument("--layers", type=int, default=11)
+    ap.add_argument("--mode", default="logits", choices=["logits", "sequence", "on_policy"])
+    ap.add_argument("--minutes", type=float, default=10.0, help="training-time budget (evaluation excluded)")
+    ap.add_argument("--run-dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("overrides", nargs="*", help="extra `rlvr train distill` overrides")
+    args = ap.parse_args()
+    tag = "-".join(args.teacher.resolve().parts[-4:]).replace(".", "_")
+    student = REPO / "runs" / "students" / f"{tag}-{args.layers}layers"
+    shrink = shrink_student(args.teacher, args.layers, student)
+    run_dir = args.run_dir or REPO / "runs" / time.strftime(f"bench-distill-{args.mode}-%Y%m%d-%H%M%S")
+    overrides = [f"run_dir={run_dir}", f"mode={args.mode}", f"teacher.path={args.teacher}", f"student.path={student}",
+                 f"train.max_time_s={args.minutes * 60:g}", "logging.progress=plain", *args.overrides]  # fmt: skip
+    config = REPO / "examples" / "distill_addition.toml"
+    cmd = [sys.executable, "-m", "rlvr.cli", "train", "distill", "--config", str(config), *overrides]
+    loads: list[float] = []
+    stop = threading.Event()
+    threading.Thread(target=_load_sampler, args=(stop, loads), daemon=True).start()
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.monotonic() - t0
+    stop.set()
+    if proc.returncode != 0:
+        raise SystemExit(f"rlvr train distill failed:\n{proc.stderr[-3000:]}")
+    evals = [r for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
+    teacher = json.loads((run_dir / "teacher_eval.json").read_text())
+    rows = read_records(run_dir / EVAL_FILE)
+    first, last = evals[0], evals[-1]
+    result = {
+        "task": "2-digit addition (held-out, greedy, scorer last_integer)",
+        "mode": args.mode,
+        "teacher": str(args.teacher),
+        "teacher_params": shrink["teacher_params"],
+        "student_params": shrink["student_params"],
+        "kept_layers": shrink["kept_layers"],
+        "held_out": int(last["eval/samples"]),
+        "teacher_accuracy": teacher["teacher/accuracy"],
+        "student_accuracy_start": first["eval/accuracy"],
+        "student_accuracy_end": last["eval/accuracy"],
+        "fraction_of_teacher": (last["eval/accuracy"] / teacher["teacher/accuracy"]) if teacher["teacher/accuracy"]
+        else None,
+        "accuracy_by_step": {r["step"]: r["eval/accuracy"] for r in evals},
+        "forward_kl_by_step": {r["step"]: r.get("eval/forward_kl") for r in evals},
+        "steps": last["step"],
+        "training_s": last["training_s"],
+        "wall_s": round(wall, 1),
+        "overrides": overrides,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_avg_1m_mean": round(sum(loads) / len(loads), 2) if loads else None,
+                    "load_avg_1m_max": max(loads, default=None)},
+        "caveat": "measured while other jobs shared the 2 cores (see load averages): wall and training times are "
+                  "several times those of a quiet machine; accuracies are of this short run, not of a 30-minute one",
+        "teacher_examples": teacher.get("examples", ""),
+        "student_examples_end": _examples([r for r in rows if r["step"] == last["step"]]),
+    }
+    out = args.out or REPO / "benchmarks" / "results" / f"distill_addition_{args.mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("teacher_accuracy", "student_accuracy_start", "student_accuracy_end",
+                                             "steps", "training_s", "wall_s")}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

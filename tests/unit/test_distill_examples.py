@@ -1,0 +1,66 @@
+"""Distillation examples: prompt/completion split, token ids, the assistant-only loss mask; the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from rlvr.config import ConfigError
+from trainer.data import DataError, Task
+from trainer.distill.config import load_distill_config
+from trainer.distill.examples import collate, encode_task, split_task
+
+
+def test_completion_is_the_assistant_turn_else_the_answer_field() -> None:
+    chat = Task("a", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    assert split_task(chat) == ([{"role": "user", "content": "hi"}], "hello")
+    qa = Task("b", [{"role": "user", "content": "1+1?"}], {"answer": 2})
+    assert split_task(qa) == ([{"role": "user", "content": "1+1?"}], "2")
+    with pytest.raises(DataError, match=r"data\.jsonl:3: field 'messages' / 'answer'"):
+        split_task(Task("c", [{"role": "user", "content": "x"}], source="data.jsonl:3"))
+
+
+def test_loss_mask_selects_exactly_the_reply_and_its_end_of_turn(tiny_model_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tasks = [Task("a", [{"role": "user", "content": "What is 12 + 30?"}], {"answer": "42"}),
+             Task("b", [{"role": "user", "content": "Say something longer"},
+                        {"role": "assistant", "content": "A longer reply, with words."}])]  # fmt: skip
+    examples = [encode_task(tok, t) for t in tasks]
+    prompt_text = tok.apply_chat_template(tasks[0].messages, tokenize=False, add_generation_prompt=True)
+    assert tok.decode(examples[0].prompt_ids) == prompt_text
+    batch = collate(examples, pad_id=tok.pad_token_id)
+    assert batch.input_ids.shape[0] == 2 and batch.loss_mask.shape[1] == batch.input_ids.shape[1] - 1
+    for i, reply in enumerate(["42", "A longer reply, with words."]):
+        targets = batch.input_ids[i, 1:][batch.loss_mask[i].bool()].tolist()
+        assert tok.decode(targets) == reply + "<|im_end|>"
+        assert targets[-1] == tok.eos_token_id  # the end-of-turn token is learned, not masked as padding
+    # Padding is hidden by the attention mask, whatever the pad id (SmolLM2 pads with its eos).
+    short = len(examples[0].prompt_ids) + len(examples[0].completion_ids)
+    assert batch.attention_mask[0, :short].all() and not batch.attention_mask[0, short:].any()
+    assert batch.tokens == len(examples[0].completion_ids) + len(examples[1].completion_ids)
+
+
+def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = load_distill_config(None, ["mode=sequence", "kd.divergence=jsd", "kd.beta=0.3"])
+    assert cfg.mode == "sequence" and cfg.kd.beta == 0.3 and cfg.uses_teacher_samples
+    assert cfg.run_dir == Path("runs/distill")
+    with pytest.raises(ConfigError, match=r"kd\.beta"):
+        load_distill_config(None, ["kd.beta=1.5"])
+    with pytest.raises(ConfigError, match="on_policy"):
+        load_distill_config(None, ["mode=on_policy", "student.finetune=lora", "eval.accuracy=false"])
+    assert load_distill_config(None, ["mode=on_policy", "eval.accuracy=false"]).serves_student
+    bad = tmp_path / "d.toml"
+    bad.write_text("[kd]\ndivergnce = 'jsd'\n")
+    with pytest.raises(ConfigError, match=r"(?s)d\.toml.*kd\.divergnce"):
+        load_distill_config(bad)
+    svc = cfg.services_config("/some/model")
+    assert svc.model.path == "/some/model" and svc.rewards == cfg.rewards
+    assert svc.used_graders() == ["last_integer", "math"]
+    assert cfg.scorer.grader == "last_integer"  # the addition task's strict scorer, not the training reward
+    with pytest.raises(ConfigError, match="LoRA student"):
+        load_distill_config(None, ["student.finetune=lora"])
+    assert load_distill_config(None, ["student.finetune=lora", "eval.accuracy=false"]).student.finetune == "lora"
+    with pytest.raises(ConfigError, match=r"eval\.scorer: required"):
+        load_distill_config(None, ["data.source=jsonl", "data.path=x.jsonl"])
