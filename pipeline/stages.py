@@ -1,0 +1,171 @@
+"""The stage kinds a pipeline can run. Each `StageKind` validates its stage config (a plain table) and runs it
+in-process through the stage's own runner (e.g. trainer.grpo.run_grpo), with the stage dir as its run dir and the
+resolved input model in its model field. A kind whose implementation is not in this checkout is listed but
+answers "stage kind X is not available". To add a kind: write `_validate_X` / `_run_X` and one KINDS entry."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from rlvr.config import ConfigError, _format_errors
+
+log = logging.getLogger(__name__)
+MODEL_DIR = "model"
+"""Where a training stage publishes its final model (a plain HF directory with tokenizer) inside its stage dir."""
+
+
+class StageUnavailable(ConfigError):
+    """The pipeline names a stage kind whose implementation is not in this checkout."""
+
+
+@dataclass
+class StageContext:
+    """What a stage runner gets from the pipeline."""
+
+    name: str
+    table: dict[str, Any]
+    """The stage config (file or inline table, overrides merged)."""
+    stage_dir: Path
+    input_model: str | None
+    """Resolved input model (path, "base", "tiny"), or None to keep the config's own."""
+    input_models: list[str] = field(default_factory=list)
+    resume: bool = False
+
+
+@dataclass
+class StageResult:
+    output: str
+    """What the next stage reads: a model directory, a GGUF file, an eval table."""
+    result: dict[str, Any] = field(default_factory=dict)
+    """accuracy (held-out, 0..1), size_bytes, tokens_per_s: shown in the pipeline table."""
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    module: str
+    """The implementing module; the kind is available when it is importable."""
+    validate_fn: Callable[[dict[str, Any], str], Any] | None = None
+    run_fn: Callable[[StageContext], StageResult] | None = None
+    resumable: bool = False
+    """Continues from its last checkpoint when run with resume=True."""
+
+    @property
+    def available(self) -> bool:
+        return self.run_fn is not None and importlib.util.find_spec(self.module) is not None
+
+    def _require(self) -> None:
+        if not self.available:
+            raise StageUnavailable(f"stage kind {self.name} is not available (its implementation, {self.module}, "
+                                   "is not in this checkout)")  # fmt: skip
+
+    def validate(self, table: dict[str, Any], where: str) -> Any:
+        """The typed stage config, or a ConfigError naming `where` and the field."""
+        self._require()
+        assert self.validate_fn is not None
+        try:
+            return self.validate_fn(table, where)
+        except StageUnavailable as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+    def run(self, ctx: StageContext) -> StageResult:
+        self._require()
+        assert self.run_fn is not None
+        return self.run_fn(ctx)
+
+
+def _typed(cls: Any, table: dict[str, Any], where: str) -> Any:
+    try:
+        return cls.model_validate(table)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, where)) from None
+
+
+def dir_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def publish_model(ckpt: Path, base_model: Path, out: Path) -> Path:
+    """The final checkpoint as a plain HF model dir (what later stages and `rlvr eval` load): full weights as
+    saved, or a LoRA adapter merged into its base (peft merge_and_unload); the tokenizer comes from the base."""
+    from transformers import AutoTokenizer
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if (ckpt / "model").is_dir():
+        shutil.copytree(ckpt / "model", tmp)
+    else:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(base_model, torch_dtype="auto")
+        merged = PeftModel.from_pretrained(base, ckpt / "adapter").merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- grpo
+
+
+def _grpo_table(ctx: StageContext) -> dict[str, Any]:
+    table = dict(ctx.table)
+    table["run_dir"] = str(ctx.stage_dir)
+    if ctx.input_model is not None:
+        table["model"] = {**table.get("model", {}), "path": ctx.input_model}
+    return table
+
+
+def _validate_grpo(table: dict[str, Any], where: str) -> Any:
+    from trainer.config import GRPOConfig
+
+    return _typed(GRPOConfig, table, where)
+
+
+def _run_grpo(ctx: StageContext) -> StageResult:
+    from trainer.checkpoint import latest_checkpoint
+    from trainer.config import GRPOConfig
+    from trainer.grpo import run_grpo
+    from trainer.policy import resolve_model_path
+
+    cfg = _typed(GRPOConfig, _grpo_table(ctx), f"stage {ctx.name}")
+    summary = run_grpo(cfg, resume=ctx.resume)
+    ckpt = latest_checkpoint(ctx.stage_dir / "checkpoints")
+    if ckpt is None:
+        raise RuntimeError(f"stage {ctx.name}: GRPO finished without a checkpoint (set checkpoint.at_end = true)")
+    model = publish_model(ckpt, resolve_model_path(cfg.model.path), ctx.stage_dir / MODEL_DIR)
+    last = summary.last_eval or {}
+    result: dict[str, Any] = {"size_bytes": dir_size(model), "steps": summary.steps}
+    for key in ("eval/accuracy", "eval/pass_rate"):
+        if isinstance(last.get(key), int | float):
+            result["accuracy"] = float(last[key])
+            break
+    return StageResult(str(model), result)
+
+
+KINDS: dict[str, StageKind] = {
+    "sft": StageKind("sft", "trainer.sft"),
+    "grpo": StageKind("grpo", "trainer.grpo", _validate_grpo, _run_grpo, resumable=True),
+    "distill": StageKind("distill", "trainer.distill"),
+    "export": StageKind("export", "rlvr.export"),
+    "eval": StageKind("eval", "trainer.evaluate"),
+}
+
+
+def kind_of(name: str) -> StageKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown stage kind {name!r} (known: {', '.join(KINDS)})") from None

@@ -1,0 +1,171 @@
+"""`report.html` from a run dir: the pipeline table, each stage's plots (report/plots.py) and a sample table of
+held-out answers, through the Jinja2 template report/templates/report.html.j2. The PNGs are written beside the
+report (`report_files/`) and inlined as data URIs, so the HTML alone is the whole report (no network)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from report.plots import PANELS, draw, panel_lines
+from report.records import StageView, load_stages, read_jsonl
+
+REPORT_FILE = "report.html"
+PNG_DIR = "report_files"
+ITEMS_GLOB = "**/*items.jsonl"
+"""Per-prompt evaluation records ({"id", "prompt", "completion", "verdict" | "status", ...}) found in stage dirs."""
+ACCURACY_KEYS = ("eval/accuracy", "eval/strict_accuracy", "accuracy", "eval/pass_rate")
+MAX_SAMPLES = 8
+
+
+@dataclass
+class Plot:
+    title: str
+    file: str
+    data_uri: str
+
+
+@dataclass
+class StageSection:
+    name: str
+    kind: str
+    status: str
+    plots: list[Plot] = field(default_factory=list)
+    note: str = ""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _fmt_s(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return "–"
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _fmt_bytes(n: Any) -> str:
+    if not isinstance(n, int | float) or n <= 0:
+        return "–"
+    return f"{n / 2**20:.1f} MiB"
+
+
+def last_accuracy(stage: StageView) -> float | None:
+    """The stage's held-out accuracy: its result in the manifest, else its last eval record."""
+    result = stage.entry.get("result") or {}
+    if isinstance(result.get("accuracy"), int | float):
+        return float(result["accuracy"])
+    for rec in reversed(stage.of_kind("eval")):
+        for key in ACCURACY_KEYS:
+            if isinstance(rec.get(key), int | float):
+                return float(rec[key])
+    return None
+
+
+def _stage_plots(stage: StageView, out_dir: Path) -> list[Plot]:
+    plots = []
+    for panel in PANELS:
+        lines = panel_lines(panel, stage.records)
+        if not lines:
+            continue
+        rel = f"{PNG_DIR}/{_slug(stage.name)}-{panel.slug}.png"
+        draw(panel, lines, out_dir / rel)
+        uri = "data:image/png;base64," + base64.b64encode((out_dir / rel).read_bytes()).decode()
+        plots.append(Plot(panel.title, rel, uri))
+    return plots
+
+
+def _pipeline_rows(stages: list[StageView]) -> list[dict[str, str]]:
+    rows = []
+    for s in stages:
+        e, result = s.entry, s.entry.get("result") or {}
+        acc = last_accuracy(s)
+        speed = result.get("tokens_per_s")
+        rows.append({
+            "stage": s.name, "kind": s.kind, "status": str(e.get("status", "?")),
+            "input": str(e.get("input_model") or "–"), "output": str(e.get("output") or "–"),
+            "accuracy": "–" if acc is None else f"{acc:.1%}",
+            "size": _fmt_bytes(result.get("size_bytes")),
+            "speed": f"{speed:.1f} tok/s" if isinstance(speed, int | float) else "–",
+            "wall": _fmt_s(e.get("wall_s")), "error": str(e.get("error") or ""),
+        })  # fmt: skip
+    return rows
+
+
+def _verdict(rec: dict[str, Any]) -> str:
+    for key in ("verdict", "status"):
+        if isinstance(rec.get(key), str):
+            return rec[key]
+    if isinstance(rec.get("passed"), bool):
+        return "passed" if rec["passed"] else "failed"
+    return "?"
+
+
+def sample_table(stages: list[StageView], limit: int = MAX_SAMPLES) -> tuple[list[str], list[dict[str, Any]]]:
+    """(model columns, rows): the first `limit` held-out prompts with each evaluated model's answer and verdict,
+    from the evaluator's per-item JSONL files (one column per file)."""
+    columns: list[str] = []
+    by_prompt: dict[str, dict[str, Any]] = {}
+    for s in stages:
+        for path in sorted(s.dir.glob(ITEMS_GLOB)):
+            col = s.name if path.parent == s.dir else f"{s.name}/{path.parent.name}"
+            items = [r for r in read_jsonl(path) if "completion" in r]
+            if not items:
+                continue
+            columns.append(col)
+            for rec in items:
+                key = str(rec.get("id", rec.get("prompt", "")))
+                row = by_prompt.setdefault(key, {"id": key, "prompt": _prompt_text(rec), "cells": {}})
+                row["cells"][col] = {"answer": str(rec["completion"]), "verdict": _verdict(rec)}
+    return columns, list(by_prompt.values())[:limit]
+
+
+def _prompt_text(rec: dict[str, Any]) -> str:
+    prompt = rec.get("prompt", "")
+    if isinstance(prompt, list):  # chat messages: show the last user turn
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return str(users[-1] if users else prompt)
+    return str(prompt)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True,
+    )  # fmt: skip
+
+
+def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write `report.html` and its PNGs into `out_dir` (default: the run dir); returns the HTML path. Reads only
+    complete records, so it can run while the run is still writing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    out = Path(out_dir) if out_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    stages, manifest = load_stages(run_dir)
+    sections = []
+    for s in stages:
+        plots = _stage_plots(s, out)
+        note = "" if plots else "no metrics recorded yet" if not s.records else "no plottable metrics"
+        sections.append(StageSection(s.name, s.kind, str(s.entry.get("status", "")), plots, note))
+    columns, samples = sample_table(stages)
+    html = _environment().get_template("report.html.j2").render(
+        title=(manifest or {}).get("name") or run_dir.name, run_dir=str(run_dir.resolve()),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), manifest=manifest,
+        pipeline_rows=_pipeline_rows(stages) if manifest is not None else [], sections=sections,
+        sample_columns=columns, samples=samples,
+    )  # fmt: skip
+    path = out / REPORT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(html)
+    tmp.replace(path)  # a reader (or browser) never sees half a report
+    return path

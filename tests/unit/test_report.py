@@ -1,0 +1,74 @@
+"""report.html from a recorded metrics.jsonl (tests/fixtures/grpo_metrics.jsonl: a real 5-step GRPO run of
+SmolLM2-135M on addition with beta > 0): every panel the metrics support, PNGs beside the page and inlined in it,
+no network references, and a pipeline run dir's stage and sample tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from report.plots import PANELS, panel_lines
+from report.records import read_jsonl
+from report.render import render_report
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "grpo_metrics.jsonl"
+ALL_PANELS = {p.slug for p in PANELS}
+
+
+def test_a_grpo_run_dir_gets_every_panel(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(FIXTURE, run / "metrics.jsonl")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "step": 99, "reward_m')  # a record being written right now
+    html_path = render_report(run)
+    html = html_path.read_text()
+    pngs = sorted((run / "report_files").glob("*.png"))
+    assert {p.stem.split("-", 1)[1] for p in pngs} == ALL_PANELS
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(uris) == len(pngs)
+    assert not re.search(r'(src|href)="(https?:)?//', html), "the report must not load anything from the network"
+    assert "<script" not in html
+
+
+def test_panels_use_what_the_records_have() -> None:
+    records = read_jsonl(FIXTURE)
+    kl = next(p for p in PANELS if p.slug == "kl")
+    labels = [line.label for line in panel_lines(kl, records)]
+    assert "train: loss/kl" in labels
+    reward = next(p for p in PANELS if p.slug == "reward")
+    mean = next(line for line in panel_lines(reward, records) if line.label == "train: reward_mean")
+    assert len(mean.std) == len(mean.ys) == len([r for r in records if r["kind"] == "train"])
+    eval_only = [r for r in records if r["kind"] == "eval"]
+    assert {p.slug for p in PANELS if panel_lines(p, eval_only)} == {"heldout_step", "heldout_time", "length",
+                                                                    "staleness", "status_eval"}  # fmt: skip
+
+
+def test_pipeline_run_dir_tables(tmp_path: Path) -> None:
+    run = tmp_path / "pipe"
+    (run / "grpo").mkdir(parents=True)
+    (run / "eval").mkdir()
+    shutil.copy(FIXTURE, run / "grpo" / "metrics.jsonl")
+    items = [{"id": "t1", "prompt": [{"role": "user", "content": "What is 12+30?"}], "completion": "42",
+              "verdict": "passed"}, {"id": "t2", "prompt": "What is 1+1?", "completion": "3", "verdict": "failed"}]
+    (run / "eval" / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    manifest = {"name": "demo", "git_commit": "0123456789abcdef", "stages": [
+        {"name": "grpo", "kind": "grpo", "dir": "grpo", "status": "done", "output": "/x/grpo/model",
+         "input_model": "base", "wall_s": 125.0, "result": {"accuracy": 0.5, "size_bytes": 3 * 2**20}},
+        {"name": "eval", "kind": "eval", "dir": "eval", "status": "failed", "error": "RuntimeError: <boom>"},
+    ]}  # fmt: skip
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    html = render_report(run, tmp_path / "out").read_text()
+    assert "rlvr report: demo" in html and "git 0123456789ab" in html
+    row = re.search(r"<tr><td>grpo</td>.*?</tr>", html, re.S)
+    assert row is not None
+    for cell in ("done", "/x/grpo/model", "50.0%", "3.0 MiB", "2m05s"):
+        assert f"<td>{cell}</td>" in row.group(0)
+    assert "RuntimeError: &lt;boom&gt;" in html  # escaped by the template engine
+    assert "What is 12+30?" in html and "<pre>42</pre>" in html and 'class="failed">failed' in html
+    assert "no metrics recorded yet" in html  # the eval stage has none
+    assert (tmp_path / "out" / "report_files" / "grpo-reward.png").is_file()
