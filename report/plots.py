@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 WALL = "elapsed_s"
 
@@ -36,7 +37,8 @@ class Panel:
     style: Literal["line", "stack"] = "line"
 
 
-_ACC = r"eval/(.*accuracy.*|pass_rate|pass@\d+|reward_mean)"
+# eval/accuracy is the strict scorer's (trainer/evaluate.py); reward means and pass rates are the training rewards'.
+_ACC = r"eval/(.*accuracy|pass@\d+|(rewards/)?(reward_mean|pass_rate))"
 # fmt: off
 PANELS: tuple[Panel, ...] = (
     Panel("loss", "Loss", (Series("train", r"(.*/)?(\w+_)?loss"),)),
@@ -49,16 +51,17 @@ PANELS: tuple[Panel, ...] = (
           ylabel="fraction / reward"),
     Panel("kl", "KL", (Series("train", r"(.*/)?(\w+_)?kl"),)),
     Panel("length", "Completion length (tokens)", (
-        Series("train", r"completion/len_(mean|max)"), Series("eval", r"eval/completion/len_mean"),
+        Series("train", r"completion/len_(mean|max)"), Series("eval", r"eval/(rewards/)?completion/len_mean"),
     )),
     Panel("staleness", "Staleness and dropped samples", (
         Series("train", r"staleness/(mean|max)"), Series("train", r"groups/dropped_samples"),
         Series("train", r"pipeline/(stale_samples|unscorable_groups|requeued_outage)"),
-        Series("eval", r"eval/grader_dropped_samples"),
+        Series("eval", r"eval/(grader_dropped_samples|scorer_no_verdict|rewards/no_verdict)"),
     )),
     Panel("status_train", "Grader status counts (training samples)", (Series("train", r"status/.+"),),
           style="stack"),
-    Panel("status_eval", "Grader status counts (held-out)", (Series("eval", r"eval/status/.+"),), style="stack"),
+    Panel("status_eval", "Grader status counts (held-out)", (Series("eval", r"eval/(rewards/)?status/.+"),),
+          style="stack"),
     Panel("throughput", "Tokens/s (training and generation)", (Series("train", r"(.*/)?tokens_per_s"),)),
 )
 # fmt: on
@@ -125,6 +128,8 @@ def draw(panel: Panel, lines: Sequence[Line], path: Path) -> None:
                 ax.fill_between(line.xs, lo, hi, alpha=0.2)
     ax.set_title(panel.title, fontsize=10)
     ax.set_xlabel("wall time (s)" if panel.x == WALL else panel.x)
+    if panel.x == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if panel.ylabel:
         ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)

@@ -19,8 +19,9 @@ from report.records import StageView, load_stages, read_jsonl
 
 REPORT_FILE = "report.html"
 PNG_DIR = "report_files"
-ITEMS_GLOB = "**/*items.jsonl"
-"""Per-prompt evaluation records ({"id", "prompt", "completion", "verdict" | "status", ...}) found in stage dirs."""
+ITEM_FILES = ("eval_samples.jsonl", "*/eval_samples.jsonl", "*/*/eval_samples.jsonl", "*items.jsonl", "*/*items.jsonl")
+"""Per-prompt evaluation rows ({"task_id" | "id", "prompt", "completion", "verdict" | "status", ...}: the
+evaluator's eval_samples.jsonl) looked for in each stage dir and up to two levels below it."""
 ACCURACY_KEYS = ("eval/accuracy", "eval/strict_accuracy", "accuracy", "eval/pass_rate")
 MAX_SAMPLES = 8
 
@@ -109,20 +110,29 @@ def _verdict(rec: dict[str, Any]) -> str:
     return "?"
 
 
+def _final_rows(path: Path) -> list[dict[str, Any]]:
+    """A file's rows with a completion; of a file appended at every evaluation, the last evaluation's."""
+    rows = [r for r in read_jsonl(path) if "completion" in r]
+    steps = [r["step"] for r in rows if isinstance(r.get("step"), int)]
+    return [r for r in rows if r.get("step") == max(steps)] if steps else rows
+
+
 def sample_table(stages: list[StageView], limit: int = MAX_SAMPLES) -> tuple[list[str], list[dict[str, Any]]]:
     """(model columns, rows): the first `limit` held-out prompts with each evaluated model's answer and verdict,
     from the evaluator's per-item JSONL files (one column per file)."""
     columns: list[str] = []
     by_prompt: dict[str, dict[str, Any]] = {}
     for s in stages:
-        for path in sorted(s.dir.glob(ITEMS_GLOB)):
-            col = s.name if path.parent == s.dir else f"{s.name}/{path.parent.name}"
-            items = [r for r in read_jsonl(path) if "completion" in r]
-            if not items:
+        files = sorted({p for pattern in ITEM_FILES for p in s.dir.glob(pattern)})
+        for path in files:
+            rel = path.parent.relative_to(s.dir)
+            col = s.name if rel == Path(".") else f"{s.name}/{rel}"
+            items = _final_rows(path)
+            if not items or col in columns:
                 continue
             columns.append(col)
             for rec in items:
-                key = str(rec.get("id", rec.get("prompt", "")))
+                key = str(rec.get("task_id", rec.get("id", rec.get("prompt", ""))))
                 row = by_prompt.setdefault(key, {"id": key, "prompt": _prompt_text(rec), "cells": {}})
                 row["cells"][col] = {"answer": str(rec["completion"]), "verdict": _verdict(rec)}
     return columns, list(by_prompt.values())[:limit]

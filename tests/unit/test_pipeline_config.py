@@ -31,7 +31,8 @@ def error(tmp_path: Path, body: str) -> str:
 
 
 def test_a_valid_pipeline_resolves_names_and_defaults(tmp_path: Path) -> None:
-    cfg = load_pipeline(write(tmp_path, stage("a", model="tiny") + stage("b", model="@previous") + stage("c", model="@a")))
+    body = stage("a", model="tiny") + stage("b", model="@previous") + stage("c", model="@a")
+    cfg = load_pipeline(write(tmp_path, body))
     assert [s.name for s in cfg.stages] == ["a", "b", "c"]
     assert cfg.run_dir == Path("runs/pipe") and cfg.name == "pipe"
 
