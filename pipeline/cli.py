@@ -72,5 +72,29 @@ def pipeline_run(
         raise typer.Exit(code)
 
 
+@pipeline_app.command("status")
+def pipeline_status(run_dir: Path = typer.Argument(..., help="The pipeline's run dir.")) -> None:
+    """Each stage's status, output, held-out accuracy and wall time, from the run dir's manifest."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from report.records import load_stages
+    from report.render import pipeline_rows
+
+    stages, manifest = load_stages(run_dir)
+    if manifest is None:
+        typer.echo(f"error: {run_dir}: no manifest.json (not a pipeline run dir)", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    cols = ("stage", "kind", "status", "output", "accuracy", "size", "wall")
+    table = Table(title=f"{manifest.get('name') or run_dir} ({run_dir})")
+    for col in cols:
+        table.add_column(col)
+    for row in pipeline_rows(stages):
+        table.add_row(*(row[c] for c in cols))
+        if row["error"]:
+            table.add_row("", "", "", f"[red]{row['error']}[/red]", "", "", "")
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(pipeline_app, name="pipeline")

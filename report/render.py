@@ -84,7 +84,8 @@ def _stage_plots(stage: StageView, out_dir: Path) -> list[Plot]:
     return plots
 
 
-def _pipeline_rows(stages: list[StageView]) -> list[dict[str, str]]:
+def pipeline_rows(stages: list[StageView]) -> list[dict[str, str]]:
+    """One row per stage for the pipeline table (report and `rlvr pipeline status`)."""
     rows = []
     for s in stages:
         e, result = s.entry, s.entry.get("result") or {}
@@ -171,7 +172,7 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     html = _environment().get_template("report.html.j2").render(
         title=(manifest or {}).get("name") or run_dir.name, run_dir=str(run_dir.resolve()),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), manifest=manifest,
-        pipeline_rows=_pipeline_rows(stages) if manifest is not None else [], sections=sections,
+        pipeline_rows=pipeline_rows(stages) if manifest is not None else [], sections=sections,
         sample_columns=columns, samples=samples,
     )  # fmt: skip
     path = out / REPORT_FILE

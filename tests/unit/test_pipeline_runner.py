@@ -104,3 +104,18 @@ def test_only_and_from(tmp_path: Path) -> None:
     calls.clear()
     pipeline(tmp_path).execute(from_stage="b")
     assert [c[0] for c in calls] == ["b", "c"]
+
+
+def test_status_command_shows_the_manifest(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rlvr.cli import app
+
+    with pytest.raises(StageFailed):
+        pipeline(tmp_path, fail_b=True).execute()
+    out = CliRunner().invoke(app, ["pipeline", "status", str(tmp_path / "run")], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "done" in out.output and "failed" in out.output and "RuntimeError: b broke" in out.output
+    assert "25.0%" in out.output
+    missing = CliRunner().invoke(app, ["pipeline", "status", str(tmp_path)])
+    assert missing.exit_code == 2
