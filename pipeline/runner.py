@@ -122,14 +122,22 @@ class PipelineRun:
             raise PlanError(f"stage {self.cfg.stages[index].name} reads @{target}, which has no output")
         return str(out)
 
+    def _labels(self, index: int, refs: list[str]) -> list[str]:
+        from trainer.eval_models import model_labels
+
+        names = [referenced(index, r, self.cfg.stages) for r in refs]
+        return model_labels([f"@{n}" if n is not None else r for n, r in zip(names, refs, strict=True)])
+
     def run_stage(self, index: int, decision: Decision) -> StageResult:
         p = self.prepared[index]
         stage_dir = self.run_dir / p.spec.name
         if decision.action == "run" and stage_dir.exists():
             shutil.rmtree(stage_dir)  # a fresh run of this stage: its old files would be mixed into the new ones
         stage_dir.mkdir(parents=True, exist_ok=True)
+        refs = p.spec.models or ([p.spec.model] if p.spec.model else [])
         ctx = StageContext(p.spec.name, p.table, stage_dir, self._resolve(index, p.spec.model),
-                           [str(self._resolve(index, m)) for m in p.spec.models], resume=decision.action == "resume")
+                           [str(self._resolve(index, m)) for m in p.spec.models], self._labels(index, refs),
+                           resume=decision.action == "resume")  # fmt: skip
         entry = self._entry(p)
         entry.update(kind=p.spec.kind, dir=p.spec.name, config_hash=p.digest, status="running", pid=os.getpid(),
                      input_model=ctx.input_model, started_at=now(), ended_at=None, error=None,

@@ -37,6 +37,9 @@ class StageContext:
     input_model: str | None
     """Resolved input model (path, "base", "tiny"), or None to keep the config's own."""
     input_models: list[str] = field(default_factory=list)
+    """eval: the resolved models to compare (empty: just input_model)."""
+    input_labels: list[str] = field(default_factory=list)
+    """Their names in tables: the stage a reference points to, or the path's last component."""
     resume: bool = False
 
 
@@ -155,12 +158,35 @@ def _run_grpo(ctx: StageContext) -> StageResult:
     return StageResult(str(model), result)
 
 
+# ---------------------------------------------------------------------------------------------- eval
+
+
+def _validate_eval(table: dict[str, Any], where: str) -> Any:
+    from trainer.eval_config import EvalConfig
+
+    return _typed(EvalConfig, table, where)
+
+
+def _run_eval(ctx: StageContext) -> StageResult:
+    from trainer.eval_config import EvalConfig
+    from trainer.eval_models import evaluate_models
+
+    cfg = _typed(EvalConfig, ctx.table, f"stage {ctx.name}")
+    models = ctx.input_models or ([ctx.input_model] if ctx.input_model else [])
+    if not models:
+        raise ValueError(f"stage {ctx.name}: an eval stage needs `model` or `models`")
+    labels = ctx.input_labels if len(ctx.input_labels) == len(models) else None
+    results = evaluate_models(cfg, models, ctx.stage_dir, labels=labels)
+    per_model = {r.model: {"label": r.label, **r.metrics} for r in results}
+    return StageResult(str(ctx.stage_dir / "eval.json"), {"models": per_model})
+
+
 KINDS: dict[str, StageKind] = {
     "sft": StageKind("sft", "trainer.sft"),
     "grpo": StageKind("grpo", "trainer.grpo", _validate_grpo, _run_grpo, resumable=True),
     "distill": StageKind("distill", "trainer.distill"),
     "export": StageKind("export", "rlvr.export"),
-    "eval": StageKind("eval", "trainer.evaluate"),
+    "eval": StageKind("eval", "trainer.eval_models", _validate_eval, _run_eval),
 }
 
 

@@ -84,21 +84,40 @@ def _stage_plots(stage: StageView, out_dir: Path) -> list[Plot]:
     return plots
 
 
-def pipeline_rows(stages: list[StageView]) -> list[dict[str, str]]:
-    """One row per stage for the pipeline table (report and `rlvr pipeline status`)."""
-    rows = []
+def exam_results(stages: list[StageView]) -> dict[str, dict[str, Any]]:
+    """{model path: metrics} from the eval stages' results (the shared held-out exam)."""
+    out: dict[str, dict[str, Any]] = {}
     for s in stages:
-        e, result = s.entry, s.entry.get("result") or {}
-        acc = last_accuracy(s)
-        speed = result.get("tokens_per_s")
-        rows.append({
-            "stage": s.name, "kind": s.kind, "status": str(e.get("status", "?")),
-            "input": str(e.get("input_model") or "–"), "output": str(e.get("output") or "–"),
-            "accuracy": "–" if acc is None else f"{acc:.1%}",
-            "size": _fmt_bytes(result.get("size_bytes")),
-            "speed": f"{speed:.1f} tok/s" if isinstance(speed, int | float) else "–",
-            "wall": _fmt_s(e.get("wall_s")), "error": str(e.get("error") or ""),
-        })  # fmt: skip
+        models = (s.entry.get("result") or {}).get("models") or {}
+        out.update({str(k): v for k, v in models.items() if isinstance(v, dict)})
+    return out
+
+
+def _row(stage: str, kind: str, entry: dict[str, Any], acc: float | None, result: dict[str, Any]) -> dict[str, str]:
+    speed = result.get("tokens_per_s")
+    return {
+        "stage": stage, "kind": kind, "status": str(entry.get("status", "?")),
+        "input": str(entry.get("input_model") or "–"), "output": str(entry.get("output") or "–"),
+        "accuracy": "–" if acc is None or acc != acc else f"{acc:.1%}",
+        "size": _fmt_bytes(result.get("size_bytes")),
+        "speed": f"{speed:.1f} tok/s" if isinstance(speed, int | float) else "–",
+        "wall": _fmt_s(entry.get("wall_s")), "error": str(entry.get("error") or ""),
+    }  # fmt: skip
+
+
+def pipeline_rows(stages: list[StageView]) -> list[dict[str, str]]:
+    """One row per stage for the pipeline table (report and `rlvr pipeline status`). A model an eval stage
+    examined shows that exam's accuracy (the same tasks for every model); models the eval stage read that no
+    stage produced (e.g. the base model) get a row of their own first."""
+    exam = exam_results(stages)
+    outputs = {str(s.entry.get("output")) for s in stages if s.entry.get("output")}
+    rows = [_row(f"{m.get('label', path)} (input)", "model", {"status": "–", "output": path}, m.get("accuracy"), {})
+            for path, m in exam.items() if path not in outputs]  # fmt: skip
+    for s in stages:
+        result = s.entry.get("result") or {}
+        examined = exam.get(str(s.entry.get("output")))
+        acc = examined.get("accuracy") if examined else None if s.kind == "eval" else last_accuracy(s)
+        rows.append(_row(s.name, s.kind, s.entry, acc, result))
     return rows
 
 
