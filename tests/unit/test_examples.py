@@ -20,6 +20,10 @@ def config_class(path: Path) -> type:
         from rollout.config import RolloutConfig
 
         return RolloutConfig
+    if path.name.startswith("eval"):
+        from trainer.eval_config import EvalConfig
+
+        return EvalConfig
     if path.name.startswith("grpo"):
         from trainer.config import GRPOConfig
 
