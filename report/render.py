@@ -139,10 +139,13 @@ def _final_rows(path: Path) -> list[dict[str, Any]]:
 
 def sample_table(stages: list[StageView], limit: int = MAX_SAMPLES) -> tuple[list[str], list[dict[str, Any]]]:
     """(model columns, rows): the first `limit` held-out prompts with each evaluated model's answer and verdict,
-    from the evaluator's per-item JSONL files (one column per file)."""
+    from the evaluator's per-item JSONL files (one column per file; an eval stage's files when there is one,
+    else each training stage's last held-out evaluation)."""
     columns: list[str] = []
     by_prompt: dict[str, dict[str, Any]] = {}
-    for s in stages:
+    # An eval stage examines every model on the same tasks: when there is one, its rows are the table.
+    exams = [s for s in stages if s.kind == "eval" and any(s.dir.glob(ITEM_FILES[1]))]
+    for s in exams or stages:
         files = sorted({p for pattern in ITEM_FILES for p in s.dir.glob(pattern)})
         for path in files:
             rel = path.parent.relative_to(s.dir)

@@ -1,5 +1,6 @@
 """A tiny-model pipeline end to end through `rlvr pipeline run` (real vLLM rollout and grader services): stage
-`warm` (GRPO from the tiny model) feeds stage `rl` (GRPO from @previous). The pipeline is killed with SIGKILL
+`warm` (GRPO from the tiny model) feeds stage `rl` (GRPO from @previous); stage `exam` evaluates both on one
+engine. The pipeline is killed with SIGKILL
 in the middle of `rl`; a re-run without --resume refuses, `--resume` finishes `rl` from its checkpoint with the
 history before it kept and `warm`'s outputs untouched; the report opens cleanly in headless Chromium; a last
 run skips every stage."""
@@ -34,6 +35,16 @@ rollout = {{ threads = 1, max_model_len = 256 }}
 logging = {{ progress = "plain", tensorboard = false }}
 model = {{ finetune = "full", threads = 1 }}
 """
+EXAM = """
+[[stages]]
+name = "exam"
+kind = "eval"
+models = ["@warm", "@rl"]
+[stages.config]
+data = { source = "addition", size = 200, eval_size = 4 }
+generation = { max_tokens = 6 }
+rollout = { threads = 1, max_model_len = 256 }
+"""
 
 
 def write_pipeline(tmp_path: Path, tiny: Path) -> Path:
@@ -42,6 +53,7 @@ def write_pipeline(tmp_path: Path, tiny: Path) -> Path:
         f'name = "tiny chain"\nrun_dir = "{tmp_path / "run"}"\n'
         f'[[stages]]\nname = "warm"\nkind = "grpo"\nmodel = "{tiny}"\n' + STAGE.format(steps=2, ckpt=0)
         + '[[stages]]\nname = "rl"\nkind = "grpo"\nmodel = "@previous"\n' + STAGE.format(steps=RL_STEPS, ckpt=2)
+        + EXAM
     )  # fmt: skip
     return path
 
@@ -116,7 +128,9 @@ def test_pipeline_kill_9_resume_report_and_skip(tmp_path: Path, tiny_model_dir: 
     resumed = rlvr(str(cfg), "--resume", log=log)
     assert resumed.wait(500) == 0, log.read_text()[-4000:]
     manifest = {e["name"]: e for e in json.loads((run / "manifest.json").read_text())["stages"]}
-    assert [manifest[n]["status"] for n in ("warm", "rl")] == ["done", "done"]
+    assert [manifest[n]["status"] for n in ("warm", "rl", "exam")] == ["done", "done", "done"]
+    exam = manifest["exam"]["result"]["models"]
+    assert [m["label"] for m in exam.values()] == ["warm", "rl"] and all("accuracy" in m for m in exam.values())
     assert snapshot(run / "warm") == warm_files, "the finished stage's outputs were touched"
     assert manifest["rl"]["input_model"] == manifest["warm"]["output"] == str(run / "warm" / "model")
     steps = read_jsonl(run / "rl" / "tasks.jsonl")
@@ -129,6 +143,7 @@ def test_pipeline_kill_9_resume_report_and_skip(tmp_path: Path, tiny_model_dir: 
     html = run / "report.html"
     text = html.read_text()
     assert "<td>warm</td>" in text and "<td>rl</td>" in text and "rlvr report: tiny chain" in text
+    assert '<table id="samples">' in text and "<th>exam/warm</th>" in text and "<th>exam/rl</th>" in text
     result = check_page(html)
     assert result.ok, result.problems()
     assert result.images >= 8 and (run / "report_screenshot.png").is_file()
@@ -137,4 +152,4 @@ def test_pipeline_kill_9_resume_report_and_skip(tmp_path: Path, tiny_model_dir: 
     again = subprocess.run([sys.executable, "-m", "rlvr.cli", "pipeline", "run", str(cfg)], capture_output=True,
                            text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("done, config unchanged") == 2 and time.monotonic() - t0 < 60
+    assert again.stderr.count("done, config unchanged") == 3 and time.monotonic() - t0 < 60

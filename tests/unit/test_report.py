@@ -53,9 +53,13 @@ def test_pipeline_run_dir_tables(tmp_path: Path) -> None:
     (run / "grpo").mkdir(parents=True)
     (run / "eval").mkdir()
     shutil.copy(FIXTURE, run / "grpo" / "metrics.jsonl")
-    items = [{"id": "t1", "prompt": [{"role": "user", "content": "What is 12+30?"}], "completion": "42",
-              "verdict": "passed"}, {"id": "t2", "prompt": "What is 1+1?", "completion": "3", "verdict": "failed"}]
-    (run / "eval" / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    items = [{"task_id": "t1", "prompt": "What is 12+30?", "completion": "42", "verdict": "passed"},
+             {"task_id": "t2", "prompt": "What is 1+1?", "completion": "3", "verdict": "failed"}]
+    for model in ("base", "grpo"):  # the evaluator's layout: <eval stage>/<model>/eval_samples.jsonl
+        (run / "eval" / model).mkdir()
+        (run / "eval" / model / "eval_samples.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    # The training stage's own held-out rows (two evaluations): left out when an eval stage exists.
+    (run / "grpo" / "eval_samples.jsonl").write_text(json.dumps({"step": 5, **items[0], "completion": "41"}) + "\n")
     manifest = {"name": "demo", "git_commit": "0123456789abcdef", "stages": [
         {"name": "grpo", "kind": "grpo", "dir": "grpo", "status": "done", "output": "/x/grpo/model",
          "input_model": "base", "wall_s": 125.0, "result": {"accuracy": 0.5, "size_bytes": 3 * 2**20}},
@@ -70,5 +74,6 @@ def test_pipeline_run_dir_tables(tmp_path: Path) -> None:
         assert f"<td>{cell}</td>" in row.group(0)
     assert "RuntimeError: &lt;boom&gt;" in html  # escaped by the template engine
     assert "What is 12+30?" in html and "<pre>42</pre>" in html and 'class="failed">failed' in html
+    assert "<th>eval/base</th>" in html and "<th>eval/grpo</th>" in html and "<pre>41</pre>" not in html
     assert "no metrics recorded yet" in html  # the eval stage has none
     assert (tmp_path / "out" / "report_files" / "grpo-reward.png").is_file()
