@@ -63,7 +63,12 @@ class StageKind:
 
     @property
     def available(self) -> bool:
-        return self.run_fn is not None and importlib.util.find_spec(self.module) is not None
+        if self.run_fn is None:
+            return False
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:  # its parent package is missing too
+            return False
 
     def _require(self) -> None:
         if not self.available:
@@ -158,6 +163,71 @@ def _run_grpo(ctx: StageContext) -> StageResult:
     return StageResult(str(model), result)
 
 
+# ---------------------------------------------------------------------------------------------- sft
+
+
+def _with_run_dir(ctx: StageContext, model_key: str) -> dict[str, Any]:
+    """The stage table with the stage dir as run dir and the input model in `model_key`'s path."""
+    table = dict(ctx.table)
+    table["run_dir"] = str(ctx.stage_dir)
+    if ctx.input_model is not None:
+        table[model_key] = {**table.get(model_key, {}), "path": ctx.input_model}
+    return table
+
+
+def _validate_sft(table: dict[str, Any], where: str) -> Any:
+    from trainer.sft.config import SFTConfig
+
+    return _typed(SFTConfig, table, where)
+
+
+def _run_sft(ctx: StageContext) -> StageResult:
+    from trainer.sft.config import SFTConfig
+    from trainer.sft.run import run_sft
+
+    cfg = _typed(SFTConfig, _with_run_dir(ctx, "model"), f"stage {ctx.name}")
+    summary = run_sft(cfg, resume=ctx.resume)
+    model = Path(summary.model_dir)
+    return StageResult(str(model), {"size_bytes": dir_size(model), "steps": summary.steps})
+
+
+# ---------------------------------------------------------------------------------------------- distill
+
+
+def _validate_distill(table: dict[str, Any], where: str) -> Any:
+    from trainer.distill.config import DistillConfig
+
+    return _typed(DistillConfig, {k: v for k, v in table.items() if k != "student_layers"}, where)
+
+
+def _run_distill(ctx: StageContext) -> StageResult:
+    """The input model is the teacher. `student_layers = N` in the stage config makes the student here from the
+    teacher, as `rlvr models shrink` does (N of its layers); without it, student.path names the student."""
+    from trainer.distill.config import DistillConfig
+    from trainer.distill.loop import run_distill
+
+    from trainer.policy import resolve_model_path
+
+    table = _with_run_dir(ctx, "teacher")
+    layers = table.pop("student_layers", None)
+    if layers is not None:
+        from rlvr.student import shrink
+
+        init = ctx.stage_dir / "student_init"
+        if not (init / "config.json").is_file():
+            teacher = resolve_model_path(str(table.get("teacher", {}).get("path", "base")))
+            shrink(teacher, int(layers), init)
+        table["student"] = {**table.get("student", {}), "path": str(init)}
+    cfg = _typed(DistillConfig, table, f"stage {ctx.name}")
+    summary = run_distill(cfg, resume=ctx.resume)
+    model = Path(summary.student_dir)
+    result: dict[str, Any] = {"size_bytes": dir_size(model), "steps": summary.steps}
+    last = summary.evals[-1] if summary.evals else {}
+    if isinstance(last.get("eval/accuracy"), int | float):
+        result["accuracy"] = float(last["eval/accuracy"])
+    return StageResult(str(model), result)
+
+
 # ---------------------------------------------------------------------------------------------- eval
 
 
@@ -182,9 +252,9 @@ def _run_eval(ctx: StageContext) -> StageResult:
 
 
 KINDS: dict[str, StageKind] = {
-    "sft": StageKind("sft", "trainer.sft"),
+    "sft": StageKind("sft", "trainer.sft.run", _validate_sft, _run_sft, resumable=True),
     "grpo": StageKind("grpo", "trainer.grpo", _validate_grpo, _run_grpo, resumable=True),
-    "distill": StageKind("distill", "trainer.distill"),
+    "distill": StageKind("distill", "trainer.distill.loop", _validate_distill, _run_distill, resumable=True),
     "export": StageKind("export", "rlvr.export"),
     "eval": StageKind("eval", "trainer.eval_models", _validate_eval, _run_eval),
 }

@@ -77,3 +77,18 @@ def test_pipeline_run_dir_tables(tmp_path: Path) -> None:
     assert "<th>eval/base</th>" in html and "<th>eval/grpo</th>" in html and "<pre>41</pre>" not in html
     assert "no metrics recorded yet" in html  # the eval stage has none
     assert (tmp_path / "out" / "report_files" / "grpo-reward.png").is_file()
+
+
+def test_report_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rlvr.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(FIXTURE, run / "metrics.jsonl")
+    out = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "html")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "html" / "report.html").is_file() and "report: " in out.output
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no such run directory" in missing.output
