@@ -6,6 +6,7 @@ answers "stage kind X is not available". To add a kind: write `_validate_X` / `_
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -228,6 +229,48 @@ def _run_distill(ctx: StageContext) -> StageResult:
     return StageResult(str(model), result)
 
 
+# ---------------------------------------------------------------------------------------------- export
+
+EXPORT_FIXED = ("model", "out", "adapter")
+"""ExportOptions fields the pipeline sets itself (input model, stage dir); the rest come from the stage table."""
+
+
+def _export_options(table: dict[str, Any], where: str) -> dict[str, Any]:
+    import dataclasses
+
+    from trainer.export.exporter import ExportOptions
+
+    allowed = sorted(f.name for f in dataclasses.fields(ExportOptions) if f.name not in EXPORT_FIXED)
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown export setting(s) {', '.join(unknown)} (known: {', '.join(allowed)})")
+    return dict(table)
+
+
+def _validate_export(table: dict[str, Any], where: str) -> Any:
+    return _export_options(table, where)
+
+
+def _run_export(ctx: StageContext) -> StageResult:
+    """The input model written as `format` (gguf by default) and verified against the source (rlvr export)."""
+    from trainer.export.exporter import ExportOptions, run_export
+
+    from trainer.policy import resolve_model_path
+
+    options = _export_options(ctx.table, f"stage {ctx.name}")
+    gguf = options.get("format", "gguf") == "gguf"
+    out = ctx.stage_dir / ("model.gguf" if gguf else MODEL_DIR)
+    report = run_export(ExportOptions(model=resolve_model_path(ctx.input_model or "base"), out=out, **options))
+    (ctx.stage_dir / "export_report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    if not report.passed:
+        failed = [c.__dict__ for c in report.checks if not c.passed]
+        raise RuntimeError(f"stage {ctx.name}: the exported model failed its checks: {failed}")
+    speeds = report.tokens_per_s
+    speed = speeds.get("llama.cpp", next(iter(speeds.values()), None))
+    result: dict[str, Any] = {"size_bytes": dir_size(out), "tokens_per_s": speed, "speeds": speeds}
+    return StageResult(str(out), result)
+
+
 # ---------------------------------------------------------------------------------------------- eval
 
 
@@ -255,7 +298,7 @@ KINDS: dict[str, StageKind] = {
     "sft": StageKind("sft", "trainer.sft.run", _validate_sft, _run_sft, resumable=True),
     "grpo": StageKind("grpo", "trainer.grpo", _validate_grpo, _run_grpo, resumable=True),
     "distill": StageKind("distill", "trainer.distill.loop", _validate_distill, _run_distill, resumable=True),
-    "export": StageKind("export", "rlvr.export"),
+    "export": StageKind("export", "trainer.export.exporter", _validate_export, _run_export),
     "eval": StageKind("eval", "trainer.eval_models", _validate_eval, _run_eval),
 }
 
