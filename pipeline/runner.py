@@ -9,6 +9,7 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from pipeline.stages import StageContext, StageResult, kind_of
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".pipeline.lock"
+HEARTBEAT_S = 15.0
 
 
 class StageFailed(RuntimeError):
@@ -90,6 +92,7 @@ class PipelineRun:
         self.cfg, self.run_dir, self.config_path = cfg, Path(cfg.run_dir), config_path
         self.prepared = prepare(cfg)
         self.manifest: dict[str, Any] = load_manifest(self.run_dir)
+        self._lock = threading.Lock()
 
     def plan(self, resume: bool = False, from_stage: str | None = None, only: str | None = None) -> list[Decision]:
         stages = [(p.spec.name, p.deps, kind_of(p.spec.kind).resumable) for p in self.prepared]
@@ -128,38 +131,68 @@ class PipelineRun:
         names = [referenced(index, r, self.cfg.stages) for r in refs]
         return model_labels([f"@{n}" if n is not None else r for n, r in zip(names, refs, strict=True)])
 
-    def run_stage(self, index: int, decision: Decision) -> StageResult:
+    def _stage_context(self, index: int, decision: Decision) -> StageContext:
         p = self.prepared[index]
         stage_dir = self.run_dir / p.spec.name
         if decision.action == "run" and stage_dir.exists():
             shutil.rmtree(stage_dir)  # a fresh run of this stage: its old files would be mixed into the new ones
         stage_dir.mkdir(parents=True, exist_ok=True)
         refs = p.spec.models or ([p.spec.model] if p.spec.model else [])
-        ctx = StageContext(p.spec.name, p.table, stage_dir, self._resolve(index, p.spec.model),
-                           [str(self._resolve(index, m)) for m in p.spec.models], self._labels(index, refs),
-                           resume=decision.action == "resume")  # fmt: skip
-        entry = self._entry(p)
-        entry.update(kind=p.spec.kind, dir=p.spec.name, config_hash=p.digest, status="running", pid=os.getpid(),
-                     input_model=ctx.input_model, started_at=now(), ended_at=None, error=None,
-                     git_commit=git_commit())  # fmt: skip
-        if decision.action == "run":
-            entry.update(output=None, result={}, wall_s=0.0)
-        wall0, t0 = float(entry.get("wall_s") or 0.0), time.monotonic()
-        self._save()
+        return StageContext(p.spec.name, p.table, stage_dir, self._resolve(index, p.spec.model),
+                            [str(self._resolve(index, m)) for m in p.spec.models], self._labels(index, refs),
+                            resume=decision.action == "resume")  # fmt: skip
+
+    @contextmanager
+    def _heartbeat(self, entry: dict[str, Any], wall0: float) -> Iterator[Callable[[], float]]:
+        """Keeps the running stage's wall_s current in the manifest (every HEARTBEAT_S), so a stage killed with
+        -9 still accounts for its time and `rlvr pipeline status` shows a running stage's progress."""
+        t0 = time.monotonic()
+        stop = threading.Event()
+
+        def wall() -> float:
+            return wall0 + time.monotonic() - t0
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                with self._lock:
+                    entry["wall_s"] = wall()
+                    self._save()
+
+        thread = threading.Thread(target=beat, name="manifest-heartbeat", daemon=True)
+        thread.start()
         try:
-            result = kind_of(p.spec.kind).run(ctx)
-        except BaseException as e:
-            interrupted = isinstance(e, KeyboardInterrupt)
-            entry.update(status="interrupted" if interrupted else "failed", ended_at=now(),
-                         wall_s=wall0 + time.monotonic() - t0,
-                         error=None if interrupted else f"{type(e).__name__}: {e}")  # fmt: skip
-            self._save()
-            if interrupted:
-                raise
-            raise StageFailed(p.spec.name, e) from e
-        entry.update(status="done", ended_at=now(), wall_s=wall0 + time.monotonic() - t0, output=result.output,
-                     result=result.result)  # fmt: skip
+            yield wall
+        finally:
+            stop.set()
+            thread.join()
+
+    def run_stage(self, index: int, decision: Decision) -> StageResult:
+        p = self.prepared[index]
+        ctx = self._stage_context(index, decision)
+        entry = self._entry(p)
+        fresh = decision.action == "run" or not entry.get("started_at")
+        if fresh:
+            entry.update(output=None, result={}, wall_s=0.0, started_at=now(), resumed_at=[])
+        else:  # continuing: the first start and the time already spent stay
+            entry["resumed_at"] = [*entry.get("resumed_at", []), now()]
+        entry.update(kind=p.spec.kind, dir=p.spec.name, config_hash=p.digest, status="running", pid=os.getpid(),
+                     input_model=ctx.input_model, ended_at=None, error=None, git_commit=git_commit())  # fmt: skip
         self._save()
+        with self._heartbeat(entry, float(entry.get("wall_s") or 0.0)) as wall:
+            try:
+                result = kind_of(p.spec.kind).run(ctx)
+            except BaseException as e:
+                interrupted = isinstance(e, KeyboardInterrupt)
+                with self._lock:
+                    entry.update(status="interrupted" if interrupted else "failed", ended_at=now(), wall_s=wall(),
+                                 error=None if interrupted else f"{type(e).__name__}: {e}")  # fmt: skip
+                    self._save()
+                if interrupted:
+                    raise
+                raise StageFailed(p.spec.name, e) from e
+            with self._lock:
+                entry.update(status="done", ended_at=now(), wall_s=wall(), output=result.output, result=result.result)
+                self._save()
         return result
 
     def render(self) -> Path | None:

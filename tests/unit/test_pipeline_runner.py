@@ -5,6 +5,7 @@ keeps earlier outputs, and the manifest records every stage."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,31 @@ def test_resume_of_an_interrupted_stage(tmp_path: Path) -> None:
     calls.clear()
     with pytest.raises(PlanError, match="pass --resume"):
         pipeline(tmp_path).execute()
+    m["stages"][1]["wall_s"] = 100.0  # what the heartbeat had recorded before the kill
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(m))
     decisions = pipeline(tmp_path).execute(resume=True)
     assert [d.action for d in decisions] == ["skip", "resume", "skip"]  # c reads @a, which was kept
+    b = load_manifest(tmp_path / "run")["stages"][1]
+    assert b["started_at"] == m["stages"][1]["started_at"] and len(b["resumed_at"]) == 1
+    assert b["status"] == "done" and b["wall_s"] >= 100.0
     assert calls == [("b", str(tmp_path / "run" / "a" / "model.txt"), True)]
     assert calls[0] == ("b", str(tmp_path / "run" / "a" / "model.txt"), True)
+
+
+def test_heartbeat_keeps_wall_time_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import runner
+
+    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.05)
+    seen: list[float] = []
+
+    def slow(ctx: stages.StageContext) -> stages.StageResult:
+        time.sleep(0.5)
+        seen.append(load_manifest(tmp_path / "run")["stages"][0]["wall_s"])
+        return _fake_run(ctx)
+
+    monkeypatch.setitem(stages.KINDS, "sft", stages.StageKind("sft", "json", lambda t, w: t, slow))
+    pipeline(tmp_path).execute()
+    assert seen[0] > 0.1  # written by the heartbeat while the stage was still running
 
 
 def test_only_and_from(tmp_path: Path) -> None:
