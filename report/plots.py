@@ -117,7 +117,13 @@ def draw(panel: Panel, lines: Sequence[Line], path: Path) -> None:
         # A status absent from a record had no samples there: counts are 0, on the union of the steps.
         xs = sorted({x for line in lines for x in line.xs})
         ys = [[_zero_nan(dict(zip(line.xs, line.ys, strict=True)).get(x, 0.0)) for x in xs] for line in lines]
-        ax.stackplot(xs, ys, labels=[line.label for line in lines], alpha=0.8)
+        if len(xs) == 1:  # one evaluation so far: an area of zero width would show nothing
+            bottom = 0.0
+            for line, y in zip(lines, ys, strict=True):
+                ax.bar(xs, y, bottom=bottom, label=line.label, alpha=0.8, width=0.6)
+                bottom += y[0]
+        else:
+            ax.stackplot(xs, ys, labels=[line.label for line in lines], alpha=0.8)
     else:
         for line in lines:
             marker = "o" if len(line.xs) < 30 else None
@@ -133,6 +139,24 @@ def draw(panel: Panel, lines: Sequence[Line], path: Path) -> None:
     if panel.ylabel:
         ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+
+
+def draw_bars(title: str, groups: dict[str, dict[str, float]], path: Path) -> None:
+    """Grouped bars: one group per model, one bar per metric (an eval stage's accuracy and pass@k)."""
+    fig = Figure(figsize=(6.4, 3.4), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    metrics = list(dict.fromkeys(k for g in groups.values() for k in g))
+    width = 0.8 / max(len(metrics), 1)
+    for j, metric in enumerate(metrics):
+        xs = [i + j * width for i in range(len(groups))]
+        ax.bar(xs, [_zero_nan(g.get(metric, math.nan)) for g in groups.values()], width=width, label=metric)
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(groups))], list(groups))
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="best")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from report.plots import PANELS, draw, panel_lines
+from report.plots import PANELS, draw, draw_bars, panel_lines
 from report.records import StageView, load_stages, read_jsonl
 
 REPORT_FILE = "report.html"
@@ -71,6 +71,10 @@ def last_accuracy(stage: StageView) -> float | None:
     return None
 
 
+def _plot(title: str, out_dir: Path, rel: str) -> Plot:
+    return Plot(title, rel, "data:image/png;base64," + base64.b64encode((out_dir / rel).read_bytes()).decode())
+
+
 def _stage_plots(stage: StageView, out_dir: Path) -> list[Plot]:
     plots = []
     for panel in PANELS:
@@ -79,8 +83,14 @@ def _stage_plots(stage: StageView, out_dir: Path) -> list[Plot]:
             continue
         rel = f"{PNG_DIR}/{_slug(stage.name)}-{panel.slug}.png"
         draw(panel, lines, out_dir / rel)
-        uri = "data:image/png;base64," + base64.b64encode((out_dir / rel).read_bytes()).decode()
-        plots.append(Plot(panel.title, rel, uri))
+        plots.append(_plot(panel.title, out_dir, rel))
+    models = (stage.entry.get("result") or {}).get("models") or {}
+    if stage.kind == "eval" and models:
+        groups = {str(m.get("label", path)): {k: float(v) for k, v in m.items() if k == "accuracy" or
+                                              k.startswith("pass@")} for path, m in models.items()}  # fmt: skip
+        rel = f"{PNG_DIR}/{_slug(stage.name)}-models.png"
+        draw_bars("Held-out accuracy (greedy, strict scorer) and pass@k by model", groups, out_dir / rel)
+        plots.append(_plot("Held-out accuracy by model", out_dir, rel))
     return plots
 
 
@@ -146,7 +156,9 @@ def sample_table(stages: list[StageView], limit: int = MAX_SAMPLES) -> tuple[lis
     # An eval stage examines every model on the same tasks: when there is one, its rows are the table.
     exams = [s for s in stages if s.kind == "eval" and any(s.dir.glob(ITEM_FILES[1]))]
     for s in exams or stages:
-        files = sorted({p for pattern in ITEM_FILES for p in s.dir.glob(pattern)})
+        order = [str(m.get("label")) for m in ((s.entry.get("result") or {}).get("models") or {}).values()]
+        files = sorted({p for pattern in ITEM_FILES for p in s.dir.glob(pattern)},
+                       key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), str(p)))
         for path in files:
             rel = path.parent.relative_to(s.dir)
             col = s.name if rel == Path(".") else f"{s.name}/{rel}"

@@ -62,21 +62,28 @@ def test_pipeline_run_dir_tables(tmp_path: Path) -> None:
     (run / "grpo" / "eval_samples.jsonl").write_text(json.dumps({"step": 5, **items[0], "completion": "41"}) + "\n")
     manifest = {"name": "demo", "git_commit": "0123456789abcdef", "stages": [
         {"name": "grpo", "kind": "grpo", "dir": "grpo", "status": "done", "output": "/x/grpo/model",
-         "input_model": "base", "wall_s": 125.0, "result": {"accuracy": 0.5, "size_bytes": 3 * 2**20}},
-        {"name": "eval", "kind": "eval", "dir": "eval", "status": "failed", "error": "RuntimeError: <boom>"},
+         "input_model": "base", "wall_s": 125.0, "result": {"accuracy": 0.9, "size_bytes": 3 * 2**20}},
+        {"name": "eval", "kind": "eval", "dir": "eval", "status": "done", "output": "/x/eval/eval.json",
+         "result": {"models": {"/x/grpo/model": {"label": "grpo", "accuracy": 0.5, "pass@2": 0.75},
+                               "/m/base": {"label": "base", "accuracy": 0.25, "pass@2": 0.5}}}},
+        {"name": "export", "kind": "export", "dir": "export", "status": "failed", "error": "RuntimeError: <boom>"},
     ]}  # fmt: skip
     (run / "manifest.json").write_text(json.dumps(manifest))
     html = render_report(run, tmp_path / "out").read_text()
     assert "rlvr report: demo" in html and "git 0123456789ab" in html
     row = re.search(r"<tr><td>grpo</td>.*?</tr>", html, re.S)
     assert row is not None
-    for cell in ("done", "/x/grpo/model", "50.0%", "3.0 MiB", "2m05s"):
+    for cell in ("done", "/x/grpo/model", "50.0%", "3.0 MiB", "2m05s"):  # the exam's accuracy, not its own 90%
         assert f"<td>{cell}</td>" in row.group(0)
+    base = re.search(r"<tr><td>base \(input\)</td>.*?</tr>", html, re.S)
+    assert base is not None and "<td>25.0%</td>" in base.group(0)
     assert "RuntimeError: &lt;boom&gt;" in html  # escaped by the template engine
     assert "What is 12+30?" in html and "<pre>42</pre>" in html and 'class="failed">failed' in html
-    assert "<th>eval/base</th>" in html and "<th>eval/grpo</th>" in html and "<pre>41</pre>" not in html
-    assert "no metrics recorded yet" in html  # the eval stage has none
+    assert html.index("<th>eval/grpo</th>") < html.index("<th>eval/base</th>")  # the exam's model order
+    assert "<pre>41</pre>" not in html
+    assert "no metrics recorded yet" in html  # the export stage has none
     assert (tmp_path / "out" / "report_files" / "grpo-reward.png").is_file()
+    assert (tmp_path / "out" / "report_files" / "eval-models.png").is_file()
 
 
 def test_report_command(tmp_path: Path) -> None:
