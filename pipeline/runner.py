@@ -225,6 +225,9 @@ class PipelineRun:
                         log.info("stage %s (%s): %s", d.stage, self.prepared[i].spec.kind, d.reason)
                         self.run_stage(i, d)
                         self.render()
-            finally:
-                self.render()
+            except BaseException:
+                self.render()  # the failed or interrupted stage's state, for whoever looks next
+                raise
+            if not any(d.action in ("run", "resume") for d in decisions):
+                self.render()  # nothing ran: still leave a current report (e.g. after an upgrade)
         return decisions
