@@ -1,6 +1,7 @@
-"""report.html from a recorded metrics.jsonl (tests/fixtures/grpo_metrics.jsonl: a real 5-step GRPO run of
-SmolLM2-135M on addition with beta > 0): every panel the metrics support, PNGs beside the page and inlined in it,
-no network references, and a pipeline run dir's stage and sample tables."""
+"""report.html from recorded runs: tests/fixtures/grpo_metrics.jsonl (a real 5-step GRPO run of SmolLM2-135M on
+addition with beta > 0, so loss and KL move; recorded before held-out accuracy came from the strict scorer, so
+its eval records carry eval/pass_rate) and tests/fixtures/grpo_tiny_run (the current format). Every panel the
+metrics support, PNGs beside the page and inlined in it, no network references, a pipeline run dir's tables."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from report.records import read_jsonl
 from report.render import render_report
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "grpo_metrics.jsonl"
+TINY_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "grpo_tiny_run"
 ALL_PANELS = {p.slug for p in PANELS}
 
 
@@ -99,3 +101,22 @@ def test_report_command(tmp_path: Path) -> None:
     assert (tmp_path / "html" / "report.html").is_file() and "report: " in out.output
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such run directory" in missing.output
+
+
+def test_a_lone_run_dir_in_the_current_format(tmp_path: Path) -> None:
+    """tests/fixtures/grpo_tiny_run: a real 3-step tiny-model GRPO run's metrics.jsonl, config.json and
+    eval_samples.jsonl as the trainer writes them now (strict-scorer eval/accuracy, eval/rewards/*)."""
+    run = tmp_path / "run"
+    shutil.copytree(TINY_RUN, run)
+    html = render_report(run).read_text()
+    assert "(grpo)" in html  # recognised from its config.json
+    records = read_jsonl(run / "metrics.jsonl")
+    heldout = next(p for p in PANELS if p.slug == "heldout_step")
+    assert "eval: eval/accuracy" in [line.label for line in panel_lines(heldout, records)]
+    status = next(p for p in PANELS if p.slug == "status_eval")
+    assert [line.label for line in panel_lines(status, records)] == ["eval: eval/rewards/status/math/failed"]
+    # The sample table shows the last held-out evaluation's answers (step 3 of 0..3), one row per task.
+    rows = [json.loads(x) for x in (run / "eval_samples.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["step"] == max(x["step"] for x in rows)]
+    assert html.count("<tr><td><pre>") == len(last) == 4
+    assert f"<pre>{last[0]['completion']}</pre>" in html
