@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.eval_config import EvalConfig
+from trainer.evaluate import NO_VERDICT_REASONS
 from trainer.passk import ks_for, mean_pass_at_k
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ def pass_at_k_metrics(rows: Sequence[Any], k_max: int) -> dict[str, float]:
         usable = [(n, c) for n, c in counts if n >= k]
         out[f"pass@{k}"] = mean_pass_at_k(usable, k)
     return out
+
+
+def status_counts(rows: Sequence[Any]) -> dict[str, int]:
+    """The scorer's statuses; a row without a verdict counts as why (infra_error / invalid_request), apart."""
+    return dict(Counter(r.message if r.verdict == NO_VERDICT and r.message in NO_VERDICT_REASONS else r.verdict
+                        for r in rows))  # fmt: skip
 
 
 def _token_lengths(model_dir: Path, texts: Sequence[str]) -> float:
@@ -156,7 +163,7 @@ def _result(cfg: EvalConfig, label: str, model_dir: Path, out: Path, report: Any
     if sampled is not None:
         metrics.update(pass_at_k_metrics(sampled.rows, k))
         _write_rows(out / SAMPLES_FILE, sampled.rows, label, f"sampled@T={cfg.generation.temperature:g}")
-    result = ModelResult(label, str(model_dir), metrics, dict(Counter(r.verdict for r in rows)), str(out / EVAL_FILE))
+    result = ModelResult(label, str(model_dir), metrics, status_counts(rows), str(out / EVAL_FILE))
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result
 
@@ -228,6 +235,6 @@ def comparison_table(results: Sequence[ModelResult]) -> Any:
         table.add_row(key, *cells)
     statuses = sorted({s for r in results for s in r.statuses})
     for s in statuses:
-        label = f"status {s}" + (" (not a failure)" if s == NO_VERDICT else "")
+        label = f"status {s}" + (" (no verdict: not a failure)" if s in (NO_VERDICT, *NO_VERDICT_REASONS) else "")
         table.add_row(label, *(str(r.statuses.get(s, 0)) for r in results))
     return table

@@ -13,7 +13,14 @@ from rich.console import Console
 
 from rlvr.config import ConfigError
 from trainer.eval_config import load_eval_config
-from trainer.eval_models import ModelResult, comparison_table, engine_key, model_labels, pass_at_k_metrics
+from trainer.eval_models import (
+    ModelResult,
+    comparison_table,
+    engine_key,
+    model_labels,
+    pass_at_k_metrics,
+    status_counts,
+)
 from trainer.passk import pass_at_k
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -49,6 +56,17 @@ def test_pass_at_k_from_rows() -> None:
     assert m["pass@4"] == pytest.approx(1.0)  # task b has only 3 judged samples: it cannot enter pass@4
 
 
+def test_status_counts_split_no_verdict_by_reason() -> None:
+    @dataclass
+    class R:
+        verdict: str
+        message: str = ""
+
+    rows = [R("passed"), R("failed", "expected 3"), R("no_verdict", "infra_error"), R("no_verdict", "invalid_request"),
+            R("timeout")]  # fmt: skip
+    assert status_counts(rows) == {"passed": 1, "failed": 1, "infra_error": 1, "invalid_request": 1, "timeout": 1}
+
+
 def test_labels() -> None:
     assert model_labels(["@sft", "/x/grpo/model", "base"]) == ["sft", "model", "base"]
     assert model_labels(["/a/model", "/b/model"]) == ["model-1", "model-2"]
@@ -71,12 +89,12 @@ def test_side_by_side_table() -> None:
     results = [
         ModelResult("base", "/m/base", {"accuracy": 0.25, "pass@1": 0.3, "reward/math": 0.25},
                     {"passed": 1, "failed": 3}),
-        ModelResult("grpo", "/m/grpo", {"accuracy": 1.0, "pass@1": math.nan}, {"passed": 3, "no_verdict": 1}),
+        ModelResult("grpo", "/m/grpo", {"accuracy": 1.0, "pass@1": math.nan}, {"passed": 3, "infra_error": 1}),
     ]  # fmt: skip
     console = Console(width=200, record=True)
     console.print(comparison_table(results))
     text = console.export_text()
     assert "base" in text and "grpo" in text and "25.0%" in text and "100.0%" in text
-    assert "status no_verdict (not a failure)" in text
+    assert "status infra_error (no verdict: not a failure)" in text
     line = next(ln for ln in text.splitlines() if "status failed" in ln)
     assert "3" in line and "0" in line
