@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class StageSection:
     status: str
     plots: list[Plot] = field(default_factory=list)
     note: str = ""
+    progress: str = ""
 
 
 def _slug(text: str) -> str:
@@ -57,6 +59,29 @@ def _fmt_bytes(n: Any) -> str:
     if not isinstance(n, int | float) or n <= 0:
         return "–"
     return f"{n / 2**20:.1f} MiB"
+
+
+def _total_steps(stage: StageView) -> int | None:
+    cfg = stage.dir / "config.json"
+    try:
+        steps = json.loads(cfg.read_text()).get("train", {}).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) else None
+
+
+def progress(stage: StageView) -> str:
+    """Where a stage's training is: step N of M, wall time, a linear ETA while it runs, the last accuracy."""
+    train = stage.of_kind("train")
+    if not train:
+        return ""
+    last, total = train[-1], _total_steps(stage)
+    step, elapsed = int(last.get("step", 0)), float(last.get("elapsed_s") or 0.0)
+    text = f"step {step}" + (f" of {total}" if total else "") + f", {_fmt_s(elapsed)} wall time"
+    if total and step < total and step > 0 and stage.entry.get("status") != "done":
+        text += f", about {_fmt_s(elapsed / step * (total - step))} to go"
+    acc = last_accuracy(stage)
+    return text + ("" if acc is None else f"; last held-out accuracy {acc:.1%}")
 
 
 def last_accuracy(stage: StageView) -> float | None:
@@ -201,7 +226,7 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     for s in stages:
         plots = _stage_plots(s, out)
         note = "" if plots else "no metrics recorded yet" if not s.records else "no plottable metrics"
-        sections.append(StageSection(s.name, s.kind, str(s.entry.get("status", "")), plots, note))
+        sections.append(StageSection(s.name, s.kind, str(s.entry.get("status", "")), plots, note, progress(s)))
     columns, samples = sample_table(stages)
     html = _environment().get_template("report.html.j2").render(
         title=(manifest or {}).get("name") or run_dir.name, run_dir=str(run_dir.resolve()),

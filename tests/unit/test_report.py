@@ -110,6 +110,7 @@ def test_a_lone_run_dir_in_the_current_format(tmp_path: Path) -> None:
     shutil.copytree(TINY_RUN, run)
     html = render_report(run).read_text()
     assert "(grpo)" in html  # recognised from its config.json
+    assert "step 3 of 3, 14s wall time; last held-out accuracy 0.0%" in html
     records = read_jsonl(run / "metrics.jsonl")
     heldout = next(p for p in PANELS if p.slug == "heldout_step")
     assert "eval: eval/accuracy" in [line.label for line in panel_lines(heldout, records)]
