@@ -43,6 +43,13 @@ class StageSpec(StrictModel):
             raise ValueError(f"unknown stage kind {v!r} (known: {', '.join(STAGE_KINDS)})")
         return v
 
+    @model_validator(mode="after")
+    def _models_for_eval_only(self) -> StageSpec:
+        if self.models and self.kind != "eval":
+            raise ValueError(f"models: only an eval stage compares several models (this stage is {self.kind}; "
+                             "use model)")  # fmt: skip
+        return self
+
     def inputs(self) -> list[str]:
         """Every model this stage reads (`model` and `models`)."""
         return [m for m in [self.model, *self.models] if m is not None]

@@ -105,3 +105,8 @@ def test_file_config_with_overrides_and_hashes(tmp_path: Path) -> None:
 def test_command_line_overrides_of_the_pipeline_file(tmp_path: Path) -> None:
     cfg = load_pipeline(write(tmp_path, stage("a")), [f"run_dir={tmp_path / 'elsewhere'}"])
     assert cfg.run_dir == tmp_path / "elsewhere"
+
+
+def test_models_list_is_for_eval_stages(tmp_path: Path) -> None:
+    msg = error(tmp_path, stage("a", model="tiny") + '\n[[stages]]\nname = "b"\nkind = "grpo"\nmodels = ["@a"]\n')
+    assert "stages.1" in msg and "only an eval stage compares several models" in msg
