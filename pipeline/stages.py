@@ -98,6 +98,13 @@ def _typed(cls: Any, table: dict[str, Any], where: str) -> Any:
         raise ConfigError(_format_errors(e, where)) from None
 
 
+def _model_dir(path: str) -> Path:
+    # Imported here, alone: trainer.policy loads torch, which `rlvr --help` must not wait for.
+    from trainer.policy import resolve_model_path
+
+    return resolve_model_path(path)
+
+
 def dir_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -207,8 +214,6 @@ def _run_distill(ctx: StageContext) -> StageResult:
     from trainer.distill.config import DistillConfig
     from trainer.distill.loop import run_distill
 
-    from trainer.policy import resolve_model_path
-
     table = _with_run_dir(ctx, "teacher")
     layers = table.pop("student_layers", None)
     if layers is not None:
@@ -216,7 +221,7 @@ def _run_distill(ctx: StageContext) -> StageResult:
 
         init = ctx.stage_dir / "student_init"
         if not (init / "config.json").is_file():
-            teacher = resolve_model_path(str(table.get("teacher", {}).get("path", "base")))
+            teacher = _model_dir(str(table.get("teacher", {}).get("path", "base")))
             shrink(teacher, int(layers), init)
         table["student"] = {**table.get("student", {}), "path": str(init)}
     cfg = _typed(DistillConfig, table, f"stage {ctx.name}")
@@ -255,12 +260,10 @@ def _run_export(ctx: StageContext) -> StageResult:
     """The input model written as `format` (gguf by default) and verified against the source (rlvr export)."""
     from trainer.export.exporter import ExportOptions, run_export
 
-    from trainer.policy import resolve_model_path
-
     options = _export_options(ctx.table, f"stage {ctx.name}")
     gguf = options.get("format", "gguf") == "gguf"
     out = ctx.stage_dir / ("model.gguf" if gguf else MODEL_DIR)
-    report = run_export(ExportOptions(model=resolve_model_path(ctx.input_model or "base"), out=out, **options))
+    report = run_export(ExportOptions(model=_model_dir(ctx.input_model or "base"), out=out, **options))
     (ctx.stage_dir / "export_report.json").write_text(json.dumps(report.to_dict(), indent=1))
     if not report.passed:
         failed = [c.__dict__ for c in report.checks if not c.passed]
