@@ -5,13 +5,18 @@
 For each task: the base model's held-out greedy accuracy, then TRL (in-process HF generation, 2 threads) and
 rlvr (`rlvr train grpo` as a subprocess: vLLM rollout + grader services, one thread for the trainer and
 one for the engine) each train for `--budget-s` seconds of training time (held-out evaluation excluded on
-both sides). Both sides see the same training prompts, the same hyperparameters (LoRA r16, lr 2e-4,
-2 prompts x 8 samples, <= 24 tokens, dapo loss) and score with the same rule: the last integer in the
+both sides). Both sides use the same hyperparameters (LoRA r16, lr 2e-4, 2 prompts x 8 samples, <= 24 tokens,
+dapo loss) and score with the same rule: the last integer in the
 completion equals the answer (a `regex` grader on the rlvr side, the identical `re.fullmatch` in TRL's
 reward). Held-out accuracy comes from one evaluator for both: HF float32 greedy decoding of the policy
 (TRL's in memory, rlvr's from its checkpoints). Printed: accuracy over time, trainer tokens/s vs raw
 forward+backward tokens/s of the same batch (efficiency), and the time rlvr needs to reach TRL's final
-accuracy. Results go to <out>/results.json; `--reuse` takes one side from an earlier results.json."""
+accuracy. Results go to <out>/results.json; `--reuse` takes one side from an earlier results.json.
+
+Not yet like for like (issue 10 §2): rlvr holds out data.eval_size of its training prompts while TRL trains on
+all of them, rlvr trains in bf16 and TRL in float32, TRL generates with HF `generate` (not its vLLM
+integration), one seed per side, and the printed ratio divides by TRL's whole budget, not TRL's time to the
+same accuracy."""
 
 from __future__ import annotations
 

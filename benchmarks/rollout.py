@@ -1,4 +1,5 @@
-"""Rollout benchmark on SmolLM2-135M-Instruct, competitors interleaved round by round (the machine is shared):
+"""Rollout benchmark on SmolLM2-135M-Instruct (dequantized from a Q4_1 GGUF), competitors interleaved round by
+round (the machine is shared):
 
 - generation tokens/s: gRPC server (RolloutClient) vs raw vLLM offline `LLM.generate` vs HF `generate`
   (batched), same prompts and sampling (temperature 1.0, top_p 1, max_tokens, one sample per prompt);
@@ -12,7 +13,11 @@
 Both vLLM engines use identical settings (eager, same threads, LoRA enabled, processed logprobs, one sampled
 logprob per token). Targets: gRPC >= 0.95x raw vLLM, >= 2x HF; full sync (local path) <= 1.5x raw reload.
 
-Run: .venv/bin/python benchmarks/rollout.py [--prompts 32 --max-tokens 128 --rounds 3 --threads 2]"""
+Every figure is the median of --rounds (default 5) interleaved rounds, the order of the competitors alternating
+between rounds. Full syncs push what a full fine-tune pushes: float32 master weights, cast to the server's bf16
+as they are written or streamed.
+
+Run: .venv/bin/python benchmarks/rollout.py [--prompts 32 --max-tokens 128 --rounds 5 --threads 2]"""
 
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--kv-cache-gib", type=float, default=1.0)
     p.add_argument("--sync-only", action="store_true", help="only the weight/adapter sync part")
@@ -185,7 +190,8 @@ def bench(args: argparse.Namespace, loop: Any, clients: list[Any], llm: Any, hf:
     med = {k: statistics.median(v) if v else float("nan") for k, v in rates.items()}
     lines = [
         "",
-        f"== rollout benchmark: SmolLM2-135M-Instruct bf16, {args.prompts} prompts x {args.max_tokens} max tokens, "
+        "== rollout benchmark: SmolLM2-135M-Instruct (dequantized from Q4_1 GGUF) bf16, "
+        f"{args.prompts} prompts x {args.max_tokens} max tokens, "
         f"temperature 1.0; vLLM eager, {args.threads} unpinned threads, LoRA on, KV {args.kv_cache_gib:g} GiB; "
         f"median of {args.rounds} interleaved rounds ==",
         f"gRPC server      {med['grpc']:8.1f} tok/s",
@@ -208,25 +214,26 @@ def bench_sync(args: argparse.Namespace, loop: Any, clients: list[Any], llm: Any
     from transformers import AutoModelForCausalLM
 
     client, streaming = clients
-    sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).state_dict()
-    push, local, raw, adapter = [], [], [], []
+    # A full fine-tune's float32 masters (trainer/policy.py); the client casts them to the server's dtype.
+    sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
+    times: dict[str, list[float]] = {"push": [], "local": [], "raw": [], "adapter": []}
     config, lora = lora_tensors(model_dir)
     for r in range(args.rounds):
-        dt, _ = timed(lambda r=r: loop.run_until_complete(streaming.update_weights(sd, version=2 * r + 1)))
-        push.append(dt)
-        dt, _ = timed(lambda r=r: loop.run_until_complete(client.update_weights(sd, version=2 * r + 2)))
-        local.append(dt)
-        dt, _ = timed(lambda: llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)}))
-        raw.append(dt)
-        v = 100 + r
-        dt, _ = timed(lambda v=v: loop.run_until_complete(client.load_adapter("bench", config, lora, version=v)))
-        adapter.append(dt)
+        ops = {
+            "push": lambda r=r: loop.run_until_complete(streaming.update_weights(sd, version=2 * r + 1)),
+            "local": lambda r=r: loop.run_until_complete(client.update_weights(sd, version=2 * r + 2)),
+            "raw": lambda: llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)}),
+            "adapter": lambda r=r: loop.run_until_complete(client.load_adapter("bench", config, lora, 100 + r)),
+        }
+        for name in ops if r % 2 == 0 else reversed(ops):  # alternate the order between rounds
+            dt, _ = timed(ops[name])
+            times[name].append(dt)
+        push, local, raw, adapter = (times[k] for k in ("push", "local", "raw", "adapter"))
         print(f"round {r}: full push {push[-1]:.2f}s, local {local[-1]:.2f}s, raw reload {raw[-1]:.2f}s, "
               f"adapter {adapter[-1]:.3f}s", flush=True)  # fmt: skip
     mb = sum(t.numel() * 2 for k, t in sd.items() if k != "lm_head.weight") / 1e6
     adapter_mb = sum(t.numel() * t.element_size() for t in lora.values()) / 1e6
-    med = {"push": push, "local": local, "raw": raw, "adapter": adapter}
-    return {**{k: statistics.median(v) for k, v in med.items()}, "mb": mb, "adapter_mb": adapter_mb}
+    return {**{k: statistics.median(v) for k, v in times.items()}, "mb": mb, "adapter_mb": adapter_mb}
 
 
 def bench_lora(

@@ -75,3 +75,23 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | No
         return cls.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, str(path) if path else "config")) from None
+
+
+def field_help(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every field of a config model, nested sections included, as "name: type = default" followed by its
+    docstring (indented): what `--help-config` prints."""
+    lines: list[str] = []
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines += ["", f"[{prefix}{name}]", *(f"    {d}" for d in (info.description or "").splitlines())]
+            lines += field_help(ann, f"{prefix}{name}.")
+            continue
+        default = info.get_default(call_default_factory=True)
+        shown = default.model_dump() if isinstance(default, BaseModel) else default
+        if isinstance(shown, list) and shown and isinstance(default[0], BaseModel):
+            shown = [d.model_dump(exclude_defaults=True) for d in default]
+        type_name = getattr(ann, "__name__", None) if isinstance(ann, type) else None
+        lines.append(f"{prefix}{name}: {type_name or str(ann).replace('typing.', '')} = {shown!r}")
+        lines += [f"    {d}" for d in (info.description or "(undocumented)").splitlines()]
+    return lines

@@ -67,26 +67,44 @@ def dtype_name(dtype: torch.dtype) -> str:
     return DTYPE_NAMES[dtype]
 
 
+def byte_pieces(tensor: torch.Tensor, dtype: torch.dtype, piece_bytes: int) -> Iterator[tuple[int, memoryview]]:
+    """`tensor` as `dtype`, in consecutive (byte offset, bytes) pieces of at most piece_bytes. A tensor already in
+    `dtype` on the CPU is read in place; otherwise each piece is cast (and copied off the device) into one small
+    reused buffer, so a push never holds a second full-size copy (float32 masters → bf16: one pass, no big
+    allocation). A piece's memory is only valid until the next one is produced."""
+    flat = tensor.detach().reshape(-1)
+    if flat.dtype == dtype and flat.device.type == "cpu":
+        raw = flat.contiguous().view(torch.uint8)
+        for start in range(0, raw.numel(), piece_bytes):
+            yield start, raw[start : start + piece_bytes].numpy().data
+        return
+    item = torch.empty((), dtype=dtype).element_size()
+    step = max(1, piece_bytes // item)
+    buf = torch.empty(min(step, flat.numel()), dtype=dtype)
+    for start in range(0, flat.numel(), step):
+        piece = buf[: min(step, flat.numel() - start)]
+        piece.copy_(flat[start : start + piece.numel()])
+        yield start * item, piece.view(torch.uint8).numpy().data
+
+
 def tensor_chunks(
-    name: str, tensor: torch.Tensor, chunk_bytes: int = CHUNK_BYTES
+    name: str, tensor: torch.Tensor, chunk_bytes: int = CHUNK_BYTES, dtype: torch.dtype | None = None
 ) -> Iterator[pb.WeightsChunk]:
-    """One tensor as WeightsChunk messages of at most chunk_bytes each (at least one, even if empty)."""
-    t = tensor.detach().to("cpu").contiguous()
-    flat = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
-    total = flat.numel()
-    dtype, shape = dtype_name(t.dtype), list(t.shape)
-    offset = 0
-    while True:
-        end = min(offset + chunk_bytes, total)
-        data = flat[offset:end].numpy().tobytes()
-        yield pb.WeightsChunk(
-            tensor=pb.TensorChunk(
-                name=name, dtype=dtype, shape=shape, offset=offset, total_bytes=total, data=data
-            )
+    """One tensor (cast to `dtype` piece by piece) as WeightsChunk messages of at most chunk_bytes each (at least
+    one, even if empty)."""
+    dtype = dtype if dtype is not None else tensor.dtype
+    total = tensor.numel() * torch.empty((), dtype=dtype).element_size()
+    code, shape = dtype_name(dtype), list(tensor.shape)
+
+    def chunk(offset: int, data: bytes) -> pb.WeightsChunk:
+        return pb.WeightsChunk(
+            tensor=pb.TensorChunk(name=name, dtype=code, shape=shape, offset=offset, total_bytes=total, data=data)
         )
-        offset = end
-        if offset >= total:
-            return
+
+    if total == 0:
+        yield chunk(0, b"")
+    for offset, data in byte_pieces(tensor, dtype, chunk_bytes):
+        yield chunk(offset, bytes(data))
 
 
 def weight_stream(
@@ -95,10 +113,10 @@ def weight_stream(
     dtype: torch.dtype | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[pb.WeightsChunk]:
-    """Header then every tensor's chunks; tensors are cast to `dtype` one at a time (bounded memory)."""
+    """Header then every tensor's chunks, cast to `dtype` chunk by chunk (bounded memory)."""
     yield pb.WeightsChunk(header=header)
     for name, t in tensors.items():
-        yield from tensor_chunks(name, t.to(dtype) if dtype is not None else t, chunk_bytes)
+        yield from tensor_chunks(name, t, chunk_bytes, dtype)
 
 
 # ---------------------------------------------------------------- server side: checkpoint layout
@@ -303,7 +321,8 @@ def local_dir_id(path: Path) -> str:
 
 
 def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> int:
-    """Write tensors (cast to dtype one at a time: bounded memory) as one safetensors file; returns its bytes."""
+    """Write tensors as one safetensors file, cast to dtype piece by piece straight into the file (no full-size
+    intermediate copy; see byte_pieces); returns its bytes."""
     specs = []
     for name, t in tensors.items():
         specs.append(TensorSpec(name, dtype_name(dtype if dtype is not None else t.dtype), tuple(t.shape)))
@@ -313,9 +332,8 @@ def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], dtype: to
         os.ftruncate(fd, len(head) + sum(s.nbytes for s in specs))
         os.pwrite(fd, head, 0)
         for name, t in tensors.items():
-            c = t.detach().to("cpu", dtype=dtype if dtype is not None else t.dtype).contiguous()
-            if c.numel():
-                os.pwrite(fd, c.reshape(-1).view(torch.uint8).numpy().data, offsets[name])
+            for offset, data in byte_pieces(t, dtype if dtype is not None else t.dtype, CHUNK_BYTES):
+                os.pwrite(fd, data, offsets[name] + offset)
         return len(head) + sum(s.nbytes for s in specs)
     finally:
         os.close(fd)

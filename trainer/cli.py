@@ -76,12 +76,17 @@ def train_grpo(
     overrides: list[str] | None = typer.Argument(None, help="Config overrides, e.g. train.steps=50 optim.lr=1e-5."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in run_dir."),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
+    help_config: bool = typer.Option(False, "--help-config", help="Print every config field's documentation and exit."),
 ) -> None:
     """Train a policy with GRPO against the rollout and grader services (started here unless given).
 
     Writes <run_dir>/metrics.jsonl, tasks.jsonl, tensorboard/ and checkpoints/."""
-    from rlvr.config import ConfigError
-    from trainer.config import load_grpo_config
+    from rlvr.config import ConfigError, field_help
+    from trainer.config import GRPOConfig, load_grpo_config
+
+    if help_config:
+        typer.echo("\n".join(field_help(GRPOConfig)))
+        return
 
     try:
         cfg = load_grpo_config(config, list(overrides or []))

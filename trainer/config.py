@@ -36,14 +36,19 @@ class ModelSection(StrictModel):
     """The policy: which model, how it is fine-tuned, and on what."""
 
     path: str = "base"
-    """HF model directory, or "base" (SmolLM2-135M-Instruct) / "tiny" (2-layer random Llama) from the cache."""
+    """HF model directory, or "base" (SmolLM2-135M-Instruct, dequantized from a Q4_1 GGUF) / "tiny" (2-layer random
+    Llama) from the cache."""
     finetune: Literal["full", "lora", "qlora"] = "lora"
     """full: every weight (pushed whole each step); lora: a peft adapter (only it is pushed); qlora: LoRA on a
     4-bit base (bitsandbytes; needs a CUDA GPU)."""
     lora: LoraSection = Field(default_factory=lambda: LoraSection())
     """Adapter settings for lora / qlora."""
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    """Trainer weights dtype (master weights; AdamW state follows it)."""
+    """Compute dtype of the trainer's forward and backward passes. Full fine-tuning always keeps float32 master
+    weights and AdamW state (pure-bf16 AdamW rounds away every update below half a bf16 ulp: at lr 1e-5, every
+    weight above ~0.008 in magnitude); "bfloat16" then runs the passes under bf16 autocast. LoRA / QLoRA: the
+    frozen base is stored in this dtype and the adapter in float32 (peft). Pushed weights are cast to the
+    rollout server's dtype either way."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the trainer runs; auto = cuda when available."""
     gradient_checkpointing: bool = False
@@ -63,9 +68,10 @@ class SamplingSection(StrictModel):
     temperature: float = Field(default=1.0, gt=0)
     """Sampling temperature (the trainer scores tokens at the same temperature)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
-    """Nucleus sampling mass."""
+    """Nucleus sampling mass. Below 1 the engine reports log-probs renormalised over the nucleus, which the
+    trainer does not reproduce: it needs loss.is_correction = false."""
     top_k: int = -1
-    """Top-k sampling; -1 disables."""
+    """Top-k sampling; -1 (or 0) disables. Above 0 it needs loss.is_correction = false (see top_p)."""
     max_tokens: int = Field(default=256, ge=1)
     """Completion length limit in tokens."""
     stop: list[str] = Field(default_factory=list)
@@ -84,9 +90,12 @@ class OptimSection(StrictModel):
     eps: float = Field(default=1e-8, gt=0)
     """AdamW epsilon."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
-    """Decay after warm-up, over train.steps."""
+    """Decay after warm-up (transformers.get_scheduler), reaching 0 at train.steps. A decaying schedule needs the
+    run to end at train.steps, so it is refused together with train.max_time_s (a time budget may stop the run
+    anywhere before it); warm-up alone is allowed."""
     warmup_steps: int = Field(default=0, ge=0)
-    """Linear warm-up from 0 to lr."""
+    """Linear warm-up from 0 to lr over this many steps (transformers' convention: the first update uses lr 0
+    when warm-up is on)."""
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     """Clip the global gradient norm (None disables)."""
 
@@ -98,7 +107,9 @@ class TrainSection(StrictModel):
     """Optimizer steps (policy version = step)."""
     max_time_s: float | None = Field(default=None, gt=0)
     """Also stop once this many seconds of training have passed (the metrics clock: set-up and held-out
-    evaluation excluded, continued across resumes); the end-of-run evaluation and checkpoint still happen."""
+    evaluation excluded, continued across resumes); the end-of-run evaluation and checkpoint still happen. The
+    progress ETA counts down to whichever of train.steps and this budget comes first. Not combinable with a
+    decaying optim.schedule (it would not end where the run ends)."""
     prompts_per_step: int = Field(default=8, ge=1)
     """Groups (prompts × group_size samples) per optimizer step. Each group is one forward/backward pass and
     gradients accumulate over the step's groups, so memory is bounded by one group whatever this is."""
@@ -252,6 +263,20 @@ class GRPOConfig(StrictModel):
         check_specs(self.rewards)
         if self.loss.loss_type == "dr_grpo" and self.loss.max_completion_length is None:
             raise ValueError("loss.max_completion_length is required for loss_type = \"dr_grpo\"")
+        s = self.sampling
+        if self.loss.is_correction and (s.top_p < 1 or s.top_k > 0):
+            raise ValueError(
+                f"sampling.top_p = {s.top_p} / sampling.top_k = {s.top_k} truncate the sampling distribution: the "
+                "engine renormalises its log-probs over the kept tokens and the trainer's are not, so "
+                "loss.is_correction = true would weigh tokens by a biased importance ratio. Set sampling.top_p = 1 "
+                "and sampling.top_k = -1, or loss.is_correction = false"
+            )
+        if self.train.max_time_s is not None and self.optim.schedule != "constant":
+            raise ValueError(
+                f"optim.schedule = \"{self.optim.schedule}\" decays to 0 at train.steps, but train.max_time_s = "
+                f"{self.train.max_time_s} may end the run earlier, leaving the decay unfinished. Use optim.schedule = "
+                "\"constant\" (warm-up is allowed) or drop train.max_time_s"
+            )
         if self.model.finetune == "qlora" and self.model.device == "cpu":
             raise ValueError("model.finetune = \"qlora\" needs a CUDA GPU (bitsandbytes 4-bit); use \"lora\" on CPU")
         if self.eval.scorer is None:

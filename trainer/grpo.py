@@ -5,7 +5,9 @@ compute group-relative advantages, score the sampled tokens under the current po
 taken before the first update; with num_iterations = 1 they are the detached current ones, as in TRL),
 optionally under the reference model (beta > 0), back-propagate the clipped surrogate group by group
 (gradient accumulation), clip, step AdamW and the schedule, push the weights (or LoRA adapter) to the
-rollout service as version v + 1 and check the service reports it. Meanwhile the pipeline keeps generating
+rollout service as version v + 1 and check the service reports it. A step with nothing to learn (every
+group zero-variance, beta = 0) changes no weight, so it pushes nothing and the version stays: versions count
+weight changes, and staleness is measured in them. Meanwhile the pipeline keeps generating
 and grading the next groups. Checkpoints store the data cursor and the prompts still in flight, which a
 resumed run re-queues first, so no prompt is skipped or repeated."""
 
@@ -18,6 +20,7 @@ import math
 import random
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,12 +133,24 @@ def policy_update(
     zero = [bool((b.advantages == 0).all()) for b in batches]
     if lc.drop_zero_variance_groups:
         batches = [b for b, z in zip(batches, zero, strict=True) if not z]
-    num_items = sum(b.tokens for b in batches)  # the dapo normaliser spans the whole step
-    # With beta = 0, a group whose advantages are all 0 contributes exactly 0 gradient: skip its passes.
+    # The normalisers span the whole batch, skipped groups included, so skipping is exact (TRL's gradient over
+    # the full batch, one group per micro-batch): dapo divides by every completion token of the step; grpo,
+    # bnpo and dr_grpo average over every group (TRL's division by the gradient-accumulation steps).
+    num_items = sum(b.tokens for b in batches)
+    num_micro_batches = len(batches)
+    # With beta = 0, a group whose advantages are all 0 contributes exactly 0 gradient: skip its passes. With
+    # beta > 0 its KL term still has a gradient, so it is kept.
     active = [b for b in batches if lc.beta > 0 or not bool((b.advantages == 0).all())]
     stats: dict[str, float] = {"train/active_groups": float(len(active)), "train/tokens": 0.0}
     if not active:
+        # Nothing to learn from: no optimizer step (the weights stay bit-identical, so nothing is pushed), but
+        # the schedule still advances, so it ends at train.steps whatever the number of skipped steps.
+        with warnings.catch_warnings():  # "scheduler stepped before the optimizer": intended here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            for _ in range(cfg.train.num_iterations):
+                scheduler.step()
         stats["train/skipped_update"] = 1.0
+        stats["train/lr"] = float(scheduler.get_last_lr()[0])
         return stats
     old: list[torch.Tensor | None] = [None] * len(active)
     if cfg.train.num_iterations > 1:
@@ -153,7 +168,7 @@ def policy_update(
             out = compute_loss(
                 logps, logps.detach() if old_lp is None else old_lp, b.advantages, mask, lc,
                 ref_logps=ref_lp, sampling_logps=b.sampling_logps[:, : logps.shape[1]],
-                num_items_in_batch=num_items, num_micro_batches=len(active),
+                num_items_in_batch=num_items, num_micro_batches=num_micro_batches,
             )  # fmt: skip
             out.loss.backward()
             _merge(acc, out.stats, float(mask.sum()))
@@ -173,22 +188,19 @@ def policy_update(
 
 
 def make_optimizer(policy: Policy, cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable (float32 for a full fine-tune) parameters and transformers' schedule, laid
+    out over every optimizer update of the run (train.steps × num_iterations) so it ends where the run ends
+    (the config refuses a decaying schedule with a time budget)."""
+    from transformers import get_scheduler
+
     o = cfg.optim
     optimizer = torch.optim.AdamW(policy.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    total = max(1, cfg.train.steps * cfg.train.num_iterations)
-    warmup = o.warmup_steps * cfg.train.num_iterations
-
-    def factor(update: int) -> float:
-        if update < warmup:
-            return (update + 1) / warmup
-        progress = min(1.0, (update - warmup) / max(1, total - warmup))
-        if o.schedule == "linear":
-            return 1.0 - progress
-        if o.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    name = {"constant": "constant_with_warmup" if o.warmup_steps else "constant"}.get(o.schedule, o.schedule)
+    scheduler = get_scheduler(
+        name, optimizer, num_warmup_steps=o.warmup_steps * cfg.train.num_iterations,
+        num_training_steps=cfg.train.steps * cfg.train.num_iterations,
+    )  # fmt: skip
+    return optimizer, scheduler
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -240,7 +252,8 @@ class GRPOTrainer:
         self.runlog = RunLog(run_dir, total_steps=cfg.train.steps, start_step=self.step,
                              elapsed_offset=float(self.state.extra.get("elapsed_s", 0.0)),
                              eval_offset=float(self.state.extra.get("eval_s", 0.0)),
-                             tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)  # fmt: skip
+                             tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress,
+                             max_time_s=cfg.train.max_time_s)  # fmt: skip
         self.evals: list[dict[str, Any]] = []
 
     def adapter(self, version: int) -> str | None:
@@ -372,9 +385,14 @@ class GRPOTrainer:
         t2 = time.monotonic()
         trained_on = self.version
         self.step += 1
-        self.version = self.step
-        await self._guarded(lambda: self._push(self.version), "weight push")
-        await pipeline.set_version(self.version)
+        if stats.get("train/skipped_update"):
+            # No group had a learning signal, so the weights did not change: the version (which names weights,
+            # not steps) stays and nothing is pushed; the batch gives its launch slots back to the producer.
+            await pipeline.batch_without_update(len(groups))
+        else:
+            self.version += 1
+            await self._guarded(lambda: self._push(self.version), "weight push")
+            await pipeline.set_version(self.version)
         t3 = time.monotonic()
         self.state.samples_seen += sum(len(g.samples) for g in groups)
         metrics = batch_metrics(groups, self.cfg.rewards, trained_on)
@@ -386,7 +404,7 @@ class GRPOTrainer:
             "gen/tokens_per_s": (pipeline.gen_tokens - tokens0) / max(t3 - t0, 1e-9),
             "policy_version": float(self.version), "samples_seen": float(self.state.samples_seen),
         })  # fmt: skip
-        self.runlog.write_tasks(self.step, groups)
+        self.runlog.write_tasks(self.step, groups, trained_on)
         self.runlog.write("train", self.step, metrics)
 
     async def run(self) -> RunSummary:

@@ -85,15 +85,17 @@ class RunLog:
 
     def __init__(
         self, run_dir: Path, *, total_steps: int, start_step: int, elapsed_offset: float, tensorboard: bool,
-        progress: str, eval_offset: float = 0.0,
+        progress: str, eval_offset: float = 0.0, max_time_s: float | None = None,
     ) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.total_steps = total_steps
+        self.max_time_s = max_time_s
         self.start_step = start_step
         self.elapsed_offset = elapsed_offset
         self.eval_s = eval_offset
         """Seconds spent in held-out evaluation so far (elapsed_s minus this = training time)."""
         self.t0 = time.monotonic()
+        self._training0 = self.training_s  # training time before this process's first step (resumed runs)
         self.metrics_path = run_dir / METRICS_FILE
         self.tasks_path = run_dir / TASKS_FILE
         self._metrics = self.metrics_path.open("a")
@@ -106,13 +108,31 @@ class RunLog:
         mode = progress
         if mode == "auto":
             mode = "rich" if sys.stderr.isatty() else "plain"
-        self._progress = _RichProgress(total_steps, start_step) if mode == "rich" else None
+        self._progress = _RichProgress(total_steps, start_step, self) if mode == "rich" else None
         self._plain = mode == "plain"
         self.last_eval: dict[str, float] = {}
 
     def restart_clock(self) -> None:
         """Training starts now (set-up is over)."""
         self.t0 = time.monotonic()
+        self._training0 = self.training_s
+
+    def fraction_done(self, step: int) -> float:
+        """How far the run is: by steps, or by the time budget if that is further along."""
+        frac = step / max(self.total_steps, 1)
+        if self.max_time_s is not None:
+            frac = max(frac, self.training_s / self.max_time_s)
+        return min(1.0, frac)
+
+    def eta_s(self, step: int) -> float:
+        """Seconds of training left: the remaining steps at this process's pace so far, or what is left of the
+        time budget (train.max_time_s) if that ends the run first."""
+        spent = self.training_s - self._training0
+        done = step - self.start_step
+        by_steps = spent / done * (self.total_steps - step) if done > 0 else math.inf
+        if self.max_time_s is None:
+            return by_steps
+        return max(0.0, min(by_steps, self.max_time_s - self.training_s))
 
     @property
     def elapsed_s(self) -> float:
@@ -140,12 +160,14 @@ class RunLog:
         self._show(kind, step, metrics)
         return record
 
-    def write_tasks(self, step: int, groups: Sequence[Group]) -> None:
-        """The prompt ids a step trained on (resume tests check no prompt is repeated or skipped)."""
+    def write_tasks(self, step: int, groups: Sequence[Group], trained_on: int) -> None:
+        """The prompt ids a step trained on (resume tests check no prompt is repeated or skipped), the policy
+        versions of their samples, and the version the step trained at (staleness = trained_on - version)."""
         rec = {
             "step": step,
             "task_ids": [g.task.id for g in groups],
             "versions": [sorted({s.sample.policy_version for s in g.samples}) for g in groups],
+            "trained_on": trained_on,
         }
         self._tasks.write(json.dumps(rec) + "\n")
         self._tasks.flush()
@@ -168,13 +190,11 @@ class RunLog:
         if self._progress is not None:
             self._progress.update(step, m)
         elif self._plain:
-            done = step - self.start_step
-            rate = (time.monotonic() - self.t0) / max(done, 1)
-            eta = rate * (self.total_steps - step)
             self.note(
                 f"step {step}/{self.total_steps}  reward {m.get('reward_mean', float('nan')):.3f}  "
                 f"pass {m.get('pass_rate', float('nan')):.3f}  len {m.get('completion/len_mean', 0):.1f}  "
-                f"stale {m.get('staleness/mean', 0):.2f}  {m.get('time/step_s', 0):.1f}s/step  eta {eta:.0f}s"
+                f"stale {m.get('staleness/mean', 0):.2f}  {m.get('time/step_s', 0):.1f}s/step  "
+                f"eta {_clock(self.eta_s(step))}"
             )
 
     def close(self) -> None:
@@ -187,31 +207,38 @@ class RunLog:
 
 
 class _RichProgress:
-    def __init__(self, total: int, start: int) -> None:
+    # The bar shows RunLog.fraction_done and the ETA RunLog.eta_s: rich's own columns would count train.steps
+    # only, and show hours for a run that a 10-minute train.max_time_s ends.
+    RESOLUTION = 1000
+
+    def __init__(self, total: int, start: int, runlog: RunLog) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True)
+        self.runlog = runlog
         self.progress = Progress(
-            TextColumn("[bold]GRPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
+            TextColumn("[bold]GRPO"), BarColumn(), TextColumn("step {task.fields[step]}/" + str(total)),
+            TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}  {task.fields[info]}"), console=self.console,
         )  # fmt: skip
-        self.task = self.progress.add_task("train", total=total, completed=start, info="")
+        self.task = self.progress.add_task("train", total=self.RESOLUTION, completed=0, step=start, eta="-:--:--",
+                                           info="")  # fmt: skip
         self.progress.start()
 
     def update(self, step: int, m: Mapping[str, float]) -> None:
         info = f"reward {m.get('reward_mean', float('nan')):.3f} pass {m.get('pass_rate', float('nan')):.2f}"
-        self.progress.update(self.task, completed=step, info=info)
+        self.progress.update(self.task, completed=self.RESOLUTION * self.runlog.fraction_done(step), step=step,
+                             eta=_clock(self.runlog.eta_s(step)), info=info)  # fmt: skip
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-:--:--"
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _jsonable(v: Any) -> Any:

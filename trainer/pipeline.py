@@ -194,7 +194,8 @@ class RolloutPipeline:
         self._requeue: deque[Task] = deque(requeued)
         self._inflight: dict[int, Group] = {}  # launched, not yet complete
         self._ready: deque[Group] = deque()
-        self._handed = version * prompts_per_step  # groups handed to the trainer, over the whole run
+        # Groups handed to the trainer for steps that changed the weights, over the whole run.
+        self._handed = version * prompts_per_step
         self._seq = 0
         self._changed = asyncio.Condition()
         self._paused = False
@@ -230,6 +231,14 @@ class RolloutPipeline:
         async with self._changed:
             self.version = version
             self._resync_needed = False
+            self._changed.notify_all()
+
+    async def batch_without_update(self, groups: int) -> None:
+        """The trainer used `groups` handed-out groups without changing the weights (nothing to learn from), so
+        the version stays. The launch limit counts P groups per version; without giving their slots back,
+        each such step would shrink the look-ahead by P, and P × (max_staleness + 1) of them would stall it."""
+        async with self._changed:
+            self._handed -= groups
             self._changed.notify_all()
 
     def inflight_tasks(self) -> list[Task]:

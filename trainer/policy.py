@@ -1,6 +1,9 @@
 """The trained policy: loading (full / LoRA / QLoRA), per-token log-probs of sampled completions, the
 reference model for the KL term, and exporting weights in the form the rollout service takes.
 
+Precision: a full fine-tune keeps float32 master weights (so AdamW's state is float32 too) and computes in
+model.dtype (bf16 autocast, or float32); LoRA keeps its frozen base in model.dtype and the adapter in float32.
+
 The trainer never tokenizes: the rollout service returns prompt and completion token ids, and the policy
 scores exactly those ids, so trainer and engine log-probs refer to the same tokens."""
 
@@ -62,7 +65,7 @@ def check_qlora_supported(device: torch.device) -> None:
 def _load_base(path: Path, cfg: ModelSection, device: torch.device) -> Any:
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, cfg.dtype)
+    dtype = compute_dtype(cfg)
     if cfg.finetune == "qlora":
         check_qlora_supported(device)
         from peft import prepare_model_for_kbit_training
@@ -73,8 +76,16 @@ def _load_base(path: Path, cfg: ModelSection, device: torch.device) -> Any:
         )
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=dtype, device_map={"": 0})
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    # Full fine-tuning updates every weight: float32 masters (and so float32 AdamW state), whatever the compute
+    # dtype. LoRA's base is frozen, so it is stored in the compute dtype (peft keeps the adapter in float32).
+    storage = torch.float32 if cfg.finetune == "full" else dtype
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=storage)
     return model.to(device)  # type: ignore[arg-type]
+
+
+def compute_dtype(cfg: ModelSection) -> torch.dtype:
+    """The dtype of the forward/backward passes (model.dtype)."""
+    return torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
 
 
 def _add_lora(model: Any, cfg: ModelSection) -> Any:
@@ -103,7 +114,8 @@ class Policy:
         # (adapter disabled), so no second copy is made.
         self.ref_model: Any = None
         if beta > 0 and cfg.finetune == "full":
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            # Never updated, so it needs no float32 master: stored in the compute dtype (half the memory in bf16).
+            self.ref_model = copy.deepcopy(model).to(compute_dtype(cfg)).eval().requires_grad_(False)
         if cfg.finetune in ("lora", "qlora"):
             model = _add_lora(model, cfg)
         if cfg.gradient_checkpointing:
@@ -119,6 +131,14 @@ class Policy:
     @property
     def shared_prefix(self) -> bool:
         return self.cfg.shared_prefix and not self.cfg.gradient_checkpointing
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The compute-dtype context of forward and backward passes: bf16 autocast over the float32 masters of a
+        full fine-tune; a no-op otherwise (LoRA computes in its base's dtype). Entered once around a whole
+        step's passes, autocast casts each master weight to bf16 once and reuses the copy (its cast cache)."""
+        if self.cfg.finetune == "full" and self.cfg.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -143,10 +163,11 @@ class Policy:
             ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
         mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).float()
         ids = ids.to(self.device)
-        if self.shared_prefix and model is self.model:
-            logits = self._logits_shared(model, prompt, ids)
-        else:
-            logits = self._logits_plain(model, prompt, ids)
+        with self.autocast():
+            if self.shared_prefix and model is self.model:
+                logits = self._logits_shared(model, prompt, ids)
+            else:
+                logits = self._logits_plain(model, prompt, ids)
         logits = logits.float() / temperature
         # Right padding needs no attention mask: causal attention never lets a real token see the pads.
         token_logits = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
@@ -198,7 +219,8 @@ class Policy:
     # ------------------------------------------------------------------ weight export
 
     def full_state(self) -> dict[str, torch.Tensor]:
-        """HF state-dict names → tensors (a tied lm_head is left out: the engine re-derives it)."""
+        """HF state-dict names → tensors (a tied lm_head is left out: the engine re-derives it). These are the
+        float32 masters of a full fine-tune; the rollout client casts them to the server's dtype as it sends."""
         state = self.model.state_dict()
         if self.tied:
             state.pop("lm_head.weight", None)

@@ -17,6 +17,7 @@ from rollout.types import PromptInput, SamplingConfig
 # bf16 engine vs an HF float32 forward pass of the same bf16 weights; vLLM's bf16 kernels round
 # differently, so per-token differences are much larger than in float32 (measured: mean 0.046, max 0.21).
 BF16_MEAN_TOL, BF16_MAX_TOL = 0.1, 0.6
+READY_TIMEOUT_S = 300
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 
 
@@ -27,14 +28,17 @@ def server(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     proc.start(timeout_s=120)
 
     async def ready() -> None:
+        # Up to READY_TIMEOUT_S in short waits, so a server that dies while loading fails the test with its log
+        # instead of a long timeout; running out of time fails too (never falls through to the tests).
         async with RolloutClient(proc.address or "") as c:
-            for _ in range(60):
-                assert proc.alive(), proc.tail()
+            for _ in range(READY_TIMEOUT_S // 5):
+                assert proc.alive(), f"rollout server exited while loading:\n{proc.tail()}"
                 try:
                     await c.wait_ready(5)
                     return
                 except TimeoutError:
                     continue
+        pytest.fail(f"rollout server not SERVING after {READY_TIMEOUT_S}s:\n{proc.tail()}")
 
     asyncio.run(ready())
     yield proc

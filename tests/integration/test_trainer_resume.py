@@ -34,8 +34,11 @@ threads = 1
 source = "addition"
 size = 300
 eval_size = 4
+# A reward the tiny random model earns about 60% of the time, so nearly every step updates the weights (a step
+# whose groups all agree changes nothing and keeps the policy version); the test needs versions to move.
 [[rewards]]
-grader = "math"
+grader = "regex"
+fields = {{ pattern = "^[a-mA-M]", mode = "search" }}
 [sampling]
 group_size = 4
 max_tokens = 6
@@ -113,6 +116,9 @@ def test_kill_9_and_resume_continue_the_data_exactly(tmp_path: Path, tiny_model_
         if proc.poll() is None:
             proc.kill()
     killed_ckpt = int((run / "checkpoints" / "latest").read_text().strip().split("-")[1])
+    restored = json.loads((run / "checkpoints" / f"ckpt-{killed_ckpt:08d}" / "state.json").read_text())
+    restored_version = restored["policy_version"]
+    assert restored_version > 0, "no step before the kill changed the weights: nothing to re-sync"
     before = {r["step"]: r for r in read_records(run / "tasks.jsonl")}
     assert max(before) > killed_ckpt
 
@@ -141,13 +147,19 @@ def test_kill_9_and_resume_continue_the_data_exactly(tmp_path: Path, tiny_model_
     assert sorted(trained + inflight) == sorted(taken), "a prompt was skipped"
     assert not set(trained) & set(inflight)
 
-    # Versions continue: resumed steps only use samples from the restored policy or later.
+    # Versions continue: resumed steps only use samples from the restored policy or later. A version names
+    # weights, so it moves by one per step that changed them and stays on a step that did not.
     for r in steps:
         for versions in r["versions"]:
-            assert all(0 <= (r["step"] - 1) - v <= 1 for v in versions)
+            assert all(0 <= r["trained_on"] - v <= 1 for v in versions)
             if r["step"] > killed_ckpt:
-                assert min(versions) >= killed_ckpt
+                assert min(versions) >= restored_version
     metrics = [m for m in read_records(run / "metrics.jsonl") if m["kind"] == "train"]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
-    assert [m["policy_version"] for m in metrics] == list(range(1, STEPS + 1))
-    assert "re-syncing the rollout service to policy version" in log.read_text()
+    previous = 0
+    for m, r in zip(metrics, steps, strict=True):
+        assert r["trained_on"] == previous
+        assert m["policy_version"] - previous == (0 if m.get("train/skipped_update") else 1)
+        previous = m["policy_version"]
+    assert previous > restored_version
+    assert f"re-syncing the rollout service to policy version {restored_version}" in log.read_text()

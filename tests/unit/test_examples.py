@@ -81,6 +81,10 @@ def test_grpo_examples_validate_their_data_and_rewards() -> None:
         stream, held_out = build_tasks(data)
         check_task_fields([*stream.tasks, *held_out], cfg.rewards, catalog)
         check_task_fields([cfg.scorer.task_for(t) for t in held_out], [cfg.scorer.as_reward()], catalog)
+        # Held-out means held out: no example evaluates on a prompt it trains on.
+        assert not cfg.data.eval_path or cfg.data.eval_path != cfg.data.path, path.name
+        train_prompts = {str(t.messages) for t in stream.tasks}
+        assert held_out and not train_prompts & {str(t.messages) for t in held_out}, path.name
 
 
 def test_demo_config_matches_the_addition_example() -> None:

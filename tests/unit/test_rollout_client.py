@@ -33,6 +33,8 @@ class FakeRollout(pb_grpc.RolloutServicer):
         self.report_version: int | None = None
         self.local_dir, self.local_dir_id, self.refuse_local = "", "", False
         self.local_files: list[dict[str, torch.Tensor]] = []
+        self.delay_s = 0.0  # pause before each sample (a slow engine)
+        self.cancelled = 0  # GenerateStream calls the client cancelled mid-stream
 
     async def GetInfo(self, request, context) -> pb.InfoResponse:
         return pb.InfoResponse(
@@ -55,20 +57,25 @@ class FakeRollout(pb_grpc.RolloutServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "temperature must be >= 0")
         self.requests.append(len(request.prompts))
         sent = 0
-        for pi, p in enumerate(request.prompts):
-            for si in range(request.params.n or 1):
-                if self.break_after is not None and sent == self.break_after:
-                    self.break_after = None
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
-                yield pb.Sample(
-                    prompt_id=p.id,
-                    prompt_index=pi,
-                    sample_index=si,
-                    text=self.name,
-                    token_ids=[p.token_ids[0], si],
-                    policy_version=self.version,
-                )
-                sent += 1
+        try:
+            for pi, p in enumerate(request.prompts):
+                for si in range(request.params.n or 1):
+                    if self.break_after is not None and sent == self.break_after:
+                        self.break_after = None
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+                    await asyncio.sleep(self.delay_s)
+                    yield pb.Sample(
+                        prompt_id=p.id,
+                        prompt_index=pi,
+                        sample_index=si,
+                        text=self.name,
+                        token_ids=[p.token_ids[0], si],
+                        policy_version=self.version,
+                    )
+                    sent += 1
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
 
     async def Generate(self, request, context) -> pb.GenerateResponse:
         return pb.GenerateResponse(samples=[s async for s in self.GenerateStream(request, context)])
@@ -213,11 +220,24 @@ async def test_wait_ready_times_out_on_not_serving() -> None:
 
 
 async def test_stream_consumer_can_stop_early(pair) -> None:
-    _, servers = pair
+    """Closing the stream after one sample cancels every replica's server-side stream (no generation left
+    running for nobody) and leaves the client usable."""
+    fakes, servers = pair
+    for f in fakes:
+        f.delay_s = 0.05  # 9 samples per replica would take 0.45 s
     async with RolloutClient([s.address for s in servers]) as client:
-        async for _ in client.generate_stream(_prompts(6), SamplingConfig(n=3)):
-            break
-        await asyncio.sleep(0)
+        stream = client.generate_stream(_prompts(6), SamplingConfig(n=3))
+        first = await anext(stream)
+        await stream.aclose()
+        assert first.token_ids == [100 + first.prompt_index, first.sample_index]
+        for _ in range(100):  # the servers see the cancellation asynchronously
+            if sum(f.cancelled for f in fakes) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [f.cancelled for f in fakes] == [1, 1]
+        for f in fakes:
+            f.delay_s = 0.0
+        assert len(await client.generate(_prompts(2), SamplingConfig(n=2))) == 4
 
 
 async def test_colocated_replicas_get_a_file_and_others_or_refusals_get_the_stream(pair, tmp_path: Path) -> None:

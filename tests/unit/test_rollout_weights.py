@@ -18,6 +18,7 @@ from rollout.weights import (
     SpillFileSink,
     TensorSpec,
     WeightsError,
+    byte_pieces,
     check_chunk_against,
     check_local_file,
     checkpoint_specs,
@@ -257,3 +258,21 @@ def test_local_weights_default_on_only_for_loopback_binds() -> None:
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.1.2.3", "example.org", ""))
+
+
+def test_casts_go_piece_by_piece_into_the_file_and_the_stream(tmp_path: Path) -> None:
+    """float32 masters → bf16 through a small reused buffer (pieces smaller than a tensor, a transposed view,
+    an empty tensor): the file and the streamed chunks hold exactly tensor.to(bfloat16)."""
+    g = torch.Generator().manual_seed(0)
+    tensors = {"w": torch.randn(37, 11, generator=g), "t": torch.randn(6, 5, generator=g).t(), "e": torch.zeros(0)}
+    pieces = list(byte_pieces(tensors["w"], torch.bfloat16, piece_bytes=64))
+    assert [o for o, _ in pieces] == list(range(0, 37 * 11 * 2, 64)) and all(len(d) <= 64 for _, d in pieces)
+    write_safetensors(tmp_path / "w.safetensors", tensors, torch.bfloat16)
+    got = load_file(tmp_path / "w.safetensors")
+    for name, t in tensors.items():
+        assert got[name].dtype == torch.bfloat16 and torch.equal(got[name], t.to(torch.bfloat16))
+    for name, t in tensors.items():
+        chunks = [m.tensor for m in tensor_chunks(name, t, chunk_bytes=50, dtype=torch.bfloat16)]
+        data = b"".join(c.data for c in chunks)
+        want = t.to(torch.bfloat16).contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        assert data == want and all(c.total_bytes == len(want) and c.dtype == "bfloat16" for c in chunks)

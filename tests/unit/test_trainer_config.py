@@ -64,6 +64,25 @@ def test_cross_field_checks() -> None:
         load_grpo_config(None, ["rewards=[]"])
 
 
+@pytest.mark.parametrize("override", ["sampling.top_p=0.9", "sampling.top_k=20"])
+def test_truncated_sampling_needs_is_correction_off(override: str) -> None:
+    """The engine's log-probs are renormalised over the top-p / top-k set, the trainer's are not: the IS ratio
+    between them would be biased, so the combination is refused, naming the fields to change."""
+    with pytest.raises(ConfigError, match=r"sampling\.top_p.*sampling\.top_k.*loss\.is_correction = false"):
+        load_grpo_config(None, [override])
+    cfg = load_grpo_config(None, [override, "loss.is_correction=false"])
+    assert cfg.sampling.top_p < 1 or cfg.sampling.top_k > 0
+    assert load_grpo_config(None, ["sampling.top_k=0"]).loss.is_correction  # 0 = off, like -1
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_decaying_schedule_is_refused_with_a_time_budget(schedule: str) -> None:
+    with pytest.raises(ConfigError, match=rf'optim\.schedule = "{schedule}".*train\.max_time_s'):
+        load_grpo_config(None, [f'optim.schedule="{schedule}"', "train.max_time_s=600"])
+    cfg = load_grpo_config(None, ['optim.schedule="constant"', "optim.warmup_steps=5", "train.max_time_s=600"])
+    assert cfg.optim.warmup_steps == 5  # warm-up ends at a step count, whenever the budget ends
+
+
 def test_used_graders_name_the_rewards_and_the_scorer() -> None:
     """The embedded grader server gets a sandbox when ListGraders says one of these is sandboxed."""
     cfg = GRPOConfig.model_validate({"rewards": [{"grader": "python_tests"}], "data": {"source": "humaneval"}})

@@ -51,7 +51,7 @@ def test_runlog_files_and_truncation(tmp_path: Path, capsys: pytest.CaptureFixtu
     task = Task("t1", [{"role": "user", "content": "q"}])
     log.write("eval", 0, {"eval/reward_mean": 0.2, "eval/pass_rate": 0.1})
     for step in (1, 2, 3):
-        log.write_tasks(step, [Group(task, 2, [scored(1, 1, step - 1), scored(0, 0, step - 1)])])
+        log.write_tasks(step, [Group(task, 2, [scored(1, 1, step - 1), scored(0, 0, step - 1)])], step - 1)
         log.write("train", step, {"reward_mean": 0.5, "time/step_s": 1.0, "weird": float("nan")})
     log.close()
     recs = read_records(tmp_path / "metrics.jsonl")
@@ -59,7 +59,7 @@ def test_runlog_files_and_truncation(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all(r["elapsed_s"] >= 10.0 for r in recs)  # continues the resumed run's clock
     assert recs[0]["eval/pass_rate"] == 0.1 and recs[1]["weird"] is None  # strict JSON, no NaN
     tasks = read_records(tmp_path / "tasks.jsonl")
-    assert tasks[0] == {"step": 1, "task_ids": ["t1"], "versions": [[0]]}
+    assert tasks[0] == {"step": 1, "task_ids": ["t1"], "versions": [[0]], "trained_on": 0}
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     err = capsys.readouterr().err
     assert "step 3/3" in err and "[eval] step 0" in err
@@ -82,3 +82,38 @@ def test_training_clock_excludes_evaluation(tmp_path: Path) -> None:
     rec = log.write("train", 1, {"reward_mean": 0.5})
     assert abs(rec["elapsed_s"] - rec["training_s"] - 50.0) < 1e-2
     log.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_eta_ends_where_the_run_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """10 s per step with 10,000 steps left is ~28 h, but a 600 s train.max_time_s ends the run in 590 s: the ETA
+    and the bar follow whichever ends it first (resumed training time counts against the budget)."""
+    clock = _Clock()
+    monkeypatch.setattr("trainer.metrics.time.monotonic", clock)
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    budget = RunLog(tmp_path / "a", total_steps=10_001, start_step=0, elapsed_offset=0.0, tensorboard=False,
+                    progress="plain", max_time_s=600.0)  # fmt: skip
+    steps = RunLog(tmp_path / "b", total_steps=10_001, start_step=0, elapsed_offset=0.0, tensorboard=False,
+                   progress="off")  # fmt: skip
+    resumed = RunLog(tmp_path / "c", total_steps=20, start_step=10, elapsed_offset=500.0, tensorboard=False,
+                     progress="off", max_time_s=600.0)  # fmt: skip
+    for log in (budget, steps, resumed):
+        log.restart_clock()
+    clock.now += 10.0
+    assert budget.eta_s(1) == pytest.approx(590.0)
+    assert budget.fraction_done(1) == pytest.approx(10 / 600)
+    assert steps.eta_s(1) == pytest.approx(100_000.0)
+    assert steps.fraction_done(1) == pytest.approx(1 / 10_001)
+    assert resumed.eta_s(11) == pytest.approx(90.0)  # 9 steps × 10 s, or 600 - 510 s of budget: both 90
+    budget.write("train", 1, {"reward_mean": 0.5, "time/step_s": 10.0})
+    assert "eta 0:09:50" in capsys.readouterr().err
+    for log in (budget, steps, resumed):
+        log.close()

@@ -318,3 +318,27 @@ async def test_requeued_tasks_go_first() -> None:
     p = pipeline(rollout, FakeGrader(), requeued=extra, version=4)
     await train_steps(p, rollout, 1)
     assert rollout.calls[0][0] == "resumed-a"
+
+
+@pytest.mark.parametrize("max_staleness", [0, 1])
+async def test_steps_without_an_update_keep_the_version_and_do_not_stall(max_staleness: int) -> None:
+    """A step that changed no weight keeps the version (nothing pushed) and gives its groups' launch slots back:
+    three such steps in a row would otherwise exhaust the look-ahead of (max_staleness + 1) × P and hang."""
+    rollout = FakeRollout()
+    p = pipeline(rollout, FakeGrader(), max_staleness=max_staleness)
+    version = 0
+    p.start()
+    try:
+        for skipped in (True, True, True, False, True, True, True, False):
+            groups, _ = await asyncio.wait_for(p.next_batch(version, no_resync), 5)
+            assert len(groups) == 2
+            assert all(0 <= version - s.sample.policy_version <= max_staleness for g in groups for s in g.samples)
+            if skipped:
+                await p.batch_without_update(len(groups))
+            else:
+                version += 1
+                rollout.served_version = version
+                await p.set_version(version)
+        assert p.take_counts()["stale_groups"] == 0
+    finally:
+        await p.stop()

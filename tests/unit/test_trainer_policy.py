@@ -3,6 +3,7 @@ weight export, QLoRA's clear refusal on CPU, and the optimizer update of one GRP
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -159,7 +160,7 @@ class _OneParam:
         return [self.param]
 
 
-def test_schedules() -> None:
+def test_schedules_are_transformers_and_end_at_train_steps() -> None:
     for schedule, last in (("constant", 1.0), ("linear", 0.0), ("cosine", 0.0)):
         cfg = GRPOConfig.model_validate({"optim": {"lr": 1.0, "schedule": schedule, "warmup_steps": 2},
                                          "train": {"steps": 10}})  # fmt: skip
@@ -169,5 +170,62 @@ def test_schedules() -> None:
             lrs.append(sched.get_last_lr()[0])
             opt.step()
             sched.step()
-        assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+        assert lrs[:3] == pytest.approx([0.0, 0.5, 1.0])  # transformers' warm-up: the first update uses lr 0
         assert sched.get_last_lr()[0] == pytest.approx(last, abs=1e-6)
+        if schedule != "constant":
+            assert lrs[-1] > 0 and all(a >= b for a, b in itertools.pairwise(lrs[2:]))
+
+
+def test_skipped_updates_still_advance_the_schedule(tiny_model_dir: Path) -> None:
+    cfg = GRPOConfig.model_validate({
+        "model": {"path": str(tiny_model_dir), "dtype": "float32", "finetune": "full"},
+        "optim": {"lr": 1.0, "schedule": "linear"}, "train": {"steps": 4},
+    })  # fmt: skip
+    p = Policy(cfg.model)
+    opt, sched = make_optimizer(p, cfg)
+    lrs = [policy_update(p, opt, sched, [make_group("a", [1, 1, 1, 1])], cfg)["train/lr"] for _ in range(4)]
+    assert lrs == pytest.approx([0.75, 0.5, 0.25, 0.0])  # the run's 4 steps end the schedule, skipped or not
+
+
+def _moved_fraction(before: list[torch.Tensor], after: list[torch.Tensor], min_abs: float) -> float:
+    """Fraction of weights with |w| > min_abs that an update changed."""
+    moved = total = 0
+    for b, a in zip(before, after, strict=True):
+        big = b.float().abs() > min_abs
+        moved += int((a.float() != b.float())[big].sum())
+        total += int(big.sum())
+    return moved / total
+
+
+def test_full_finetune_keeps_float32_masters_and_small_updates(tiny_model_dir: Path) -> None:
+    """lr 1e-5 moves each weight by ~1e-5 on AdamW's first step: less than half a bf16 ulp for |w| > 0.008.
+    Pure-bf16 AdamW rounds all of those updates away; float32 masters (bf16 compute) keep them."""
+    cfg = GRPOConfig.model_validate({"model": {"path": str(tiny_model_dir), "dtype": "bfloat16", "finetune": "full"},
+                                     "optim": {"lr": 1e-5}})  # fmt: skip
+    groups = [make_group("a", [1, 0, 0, 1])]
+
+    torch.manual_seed(0)
+    pure = Policy(cfg.model)
+    pure.model.to(torch.bfloat16)  # the old path: bf16 weights, so bf16 AdamW state
+    opt, sched = make_optimizer(pure, cfg)
+    before = [q.detach().clone() for q in pure.parameters()]
+    policy_update(pure, opt, sched, groups, cfg)
+    assert _moved_fraction(before, [q.detach() for q in pure.parameters()], 0.008) < 0.001
+
+    torch.manual_seed(0)
+    p = Policy(cfg.model)
+    assert {q.dtype for q in p.parameters()} == {torch.float32}
+    opt, sched = make_optimizer(p, cfg)
+    before = [q.detach().clone() for q in p.parameters()]
+    stats = policy_update(p, opt, sched, groups, cfg)
+    assert stats["loss/grad_norm"] > 0
+    assert {s["exp_avg"].dtype for s in opt.state.values()} == {torch.float32}
+    assert _moved_fraction(before, [q.detach() for q in p.parameters()], 0.008) > 0.5
+    # The compute really is bf16 (autocast) ...
+    with p.autocast():
+        assert p.model.model.layers[0].mlp.down_proj(torch.ones(1, p.model.config.intermediate_size)).dtype == (
+            torch.bfloat16
+        )
+    # ... and the export is the float32 masters, which RolloutClient casts to the server's dtype as it sends
+    # (tests/unit/test_rollout_client.py: test_weights_go_to_every_replica_in_their_dtype...).
+    assert {t.dtype for t in p.full_state().values()} == {torch.float32}

@@ -1,0 +1,109 @@
+"""Trainer compute dtype: seconds per policy update on the demo's batch shape, interleaved round by round (the
+machine is shared), for full fine-tuning of SmolLM2-135M-Instruct (dequantized from a Q4_1 GGUF):
+
+- bf16 autocast over float32 master weights (model.dtype = "bfloat16", the default),
+- float32 compute (model.dtype = "float32"),
+- pure bf16 weights and AdamW state (the old path, which loses updates below half a bf16 ulp), for reference.
+
+The batch is the demo's: 8 addition prompts in the chat template × 8 completions of up to 16 tokens, rewards
+with variance in every group (so no pass is skipped), one torch thread (model.threads = 1 in the demo).
+
+Run: .venv/bin/python benchmarks/trainer_dtype.py [--rounds 3 --threads 1 --paths bf16-autocast,float32]"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PATHS = ("bf16-autocast", "float32", "pure-bf16")
+
+
+def demo_groups(tokenizer: Any, prompts: int = 8, group_size: int = 8, max_tokens: int = 16) -> list[Any]:
+    from rollout.types import Sample
+    from trainer.data import DataConfig, build_tasks
+    from trainer.pipeline import Group, ScoredSample
+    from trainer.rewards import RewardOutcome
+
+    rng = random.Random(0)
+    stream, _ = build_tasks(DataConfig(source="addition", size=100, eval_size=10, seed=0))
+    groups = []
+    for task in stream.take(prompts):
+        text = tokenizer.apply_chat_template(task.messages, add_generation_prompt=True, tokenize=False)
+        prompt = tokenizer.encode(text, add_special_tokens=False)  # as rollout/engine.py does
+        samples = []
+        for i in range(group_size):
+            text = f"The answer is {rng.randint(10, 198)}. " * 4
+            ids = tokenizer.encode(text, add_special_tokens=False)[: rng.randint(4, max_tokens)]
+            s = Sample(task.id, 0, i, prompt, ids, text, [-1.0] * len(ids), "stop", 0)
+            r = float(i % 2)
+            samples.append(ScoredSample(s, RewardOutcome(reward=r, per_grader={"math": r}, statuses={"math": "x"})))
+        groups.append(Group(task, group_size, samples))
+    return groups
+
+
+def make(path: str) -> tuple[Any, Any, Any, Any]:
+    import torch
+
+    from trainer.cli import DEMO_CONFIG
+    from trainer.config import GRPOConfig
+    from trainer.grpo import make_optimizer
+    from trainer.policy import Policy
+
+    data = {**DEMO_CONFIG, "model": {**DEMO_CONFIG["model"], "dtype": "float32" if path == "float32" else "bfloat16"}}
+    cfg = GRPOConfig.model_validate(data)
+    policy = Policy(cfg.model)
+    if path == "pure-bf16":
+        policy.model.to(torch.bfloat16)
+    optimizer, scheduler = make_optimizer(policy, cfg)
+    return cfg, policy, optimizer, scheduler
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
+    args = ap.parse_args()
+    paths = [p for p in args.paths.split(",") if p]
+    unknown = set(paths) - set(PATHS)
+    if unknown or "float32" not in paths:
+        ap.error(f"--paths: unknown {sorted(unknown)}; float32 (the baseline) must be included")
+    import torch
+    from transformers import AutoTokenizer
+
+    from rlvr.models import prepare_base_model
+    from trainer.grpo import policy_update
+
+    torch.set_num_threads(args.threads)
+    groups = demo_groups(AutoTokenizer.from_pretrained(prepare_base_model()))
+    tokens = sum(len(g.samples[0].sample.prompt_token_ids) + sum(len(s.sample.token_ids) for s in g.samples)
+                 for g in groups)  # fmt: skip
+    setups = {p: make(p) for p in paths}
+    for cfg, policy, opt, sched in setups.values():  # warm-up (allocator, autocast kernels)
+        policy_update(policy, opt, sched, groups[:1], cfg)
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    for r in range(args.rounds):
+        for p in paths if r % 2 == 0 else paths[::-1]:  # alternate the order between rounds
+            cfg, policy, opt, sched = setups[p]
+            t0 = time.perf_counter()
+            policy_update(policy, opt, sched, groups, cfg)
+            times[p].append(time.perf_counter() - t0)
+            print(f"round {r + 1}: {p:14s} {times[p][-1]:6.2f} s", flush=True)
+    base = statistics.median(times["float32"])
+    print(f"\npolicy update, demo batch ({len(groups)} groups, {tokens} tokens), {args.threads} thread(s), "
+          f"median of {args.rounds} interleaved rounds:")  # fmt: skip
+    for p in paths:
+        med = statistics.median(times[p])
+        spread = f"{min(times[p]):.2f}-{max(times[p]):.2f}"
+        print(f"  {p:14s} {med:6.2f} s/step  ({med / base:.2f}x float32; range {spread})")
+
+
+if __name__ == "__main__":
+    main()
