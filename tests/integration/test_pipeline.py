@@ -138,7 +138,6 @@ def test_pipeline_kill_9_resume_report_and_skip(tmp_path: Path, tiny_model_dir: 
     assert all(r == before[r["step"]] for r in steps if r["step"] <= killed_ckpt)
     assert (run / "rl" / "model" / "model.safetensors").is_file()
     assert isinstance(manifest["rl"]["result"].get("accuracy"), float)
-    assert "re-syncing the rollout service" in log.read_text()
 
     html = run / "report.html"
     text = html.read_text()
