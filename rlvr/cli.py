@@ -66,12 +66,18 @@ def models_shrink(
 def _register_components() -> None:
     # Each component owns its commands; their modules import only typer at load time.
     from graders.cli import register as register_graders
+    from pipeline.cli import register as register_pipeline
+    from report.cli import register as register_report
     from rollout.cli import register as register_rollout
     from trainer.cli import register as register_trainer
+    from trainer.eval_cli import register as register_eval
 
     register_graders(app, serve_app)
     register_rollout(app, serve_app)
     register_trainer(app, train_app)
+    register_report(app)
+    register_pipeline(app)
+    register_eval(app)
 
 
 _register_components()

@@ -21,11 +21,14 @@ did=()  # what this run had to do; empty on a machine that is already set up
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # 1. apt packages (only the missing ones; apt-get update only when something is missing)
+# chromium: headless browser check of run reports (report/browser.py).
+want_pkgs=(chromium)
+[ "$want_docker" = 1 ] && want_pkgs+=(docker.io debootstrap bubblewrap)
 pkgs=()
-for p in docker.io debootstrap bubblewrap; do
+for p in "${want_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
 done
-if [ "$want_docker" = 1 ] && [ ${#pkgs[@]} -gt 0 ]; then
+if [ ${#pkgs[@]} -gt 0 ]; then
   log "installing apt packages: ${pkgs[*]}"; did+=("apt")
   $SUDO apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${pkgs[@]}" >/dev/null

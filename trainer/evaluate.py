@@ -131,6 +131,14 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+NO_VERDICT_REASONS = ("invalid_request", "infra_error")
+"""The `message` of a row without a verdict: the grader rejected the request, or gave none after the retries."""
+
+
+def _no_verdict_reason(counts: Counter[str]) -> str:
+    return NO_VERDICT_REASONS[0] if counts["grader_invalid"] else NO_VERDICT_REASONS[1]
+
+
 def prompt_text(task: Task) -> str:
     """The task's user-visible question (its last user message)."""
     users = [m["content"] for m in task.messages if m["role"] == "user"]
@@ -158,10 +166,13 @@ async def evaluate(
     samples = await rollout.generate(prompts, sampling, adapter)
     counts: Counter[str] = Counter()
     judge = scorer.as_reward()
+    # Per sample, why the scorer gave no verdict: the grader rejected the request, or its retries ran out.
+    reasons: dict[int, Counter[str]] = {}
 
     async def one(sample: Sample) -> tuple[RewardOutcome | None, RewardOutcome | None]:
         task = tasks[sample.prompt_index]
-        verdict = grade_sample(grader, scorer.task_for(task), sample.text, [judge], retry, counts)
+        mine = reasons.setdefault(id(sample), Counter())
+        verdict = grade_sample(grader, scorer.task_for(task), sample.text, [judge], retry, mine)
         if not rewards:
             return await verdict, None
         both = await asyncio.gather(verdict, grade_sample(grader, task, sample.text, rewards, retry, counts))
@@ -176,7 +187,8 @@ async def evaluate(
         report.rows.append(EvalRow(
             task_id=task.id, prompt=prompt_text(task), completion=sample.text,
             gold=scorer.task_for(task).fields.get("answer"), verdict=status or "no_verdict",
-            correct=status == "passed", message=(verdict.messages.get(judge.key, "") if verdict else ""),
+            correct=status == "passed", message=(verdict.messages.get(judge.key, "") if verdict else
+                                                 _no_verdict_reason(reasons[id(sample)])),
             rewards=dict(reward.per_grader) if reward is not None and reward.reward is not None else None,
         ))  # fmt: skip
         if reward is not None and reward.reward is not None:

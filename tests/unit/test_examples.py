@@ -24,6 +24,10 @@ def config_class(path: Path) -> type:
         from trainer.distill.config import DistillConfig
 
         return DistillConfig
+    if path.name.startswith("eval"):
+        from trainer.eval_config import EvalConfig
+
+        return EvalConfig
     if path.name.startswith("grpo"):
         from trainer.config import GRPOConfig
 
@@ -41,7 +45,13 @@ def test_examples_exist() -> None:
 
 
 @pytest.mark.parametrize("path", all_examples(), ids=lambda p: p.name)
-def test_example_parses(path: Path) -> None:
+def test_example_parses(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path.name.startswith("pipeline"):
+        from pipeline.config import load_pipeline
+
+        monkeypatch.chdir(EXAMPLES.parent)  # stage config files are relative to the working directory
+        load_pipeline(path)  # validates every stage's own config too
+        return
     cfg = load_config(config_class(path), path)
     data = getattr(cfg, "data", None)
     if data is not None:

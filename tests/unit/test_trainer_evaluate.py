@@ -47,8 +47,8 @@ def gameable_math(completion: str, answer: str, prompt: str) -> Outcome:
 class FakeGrader:
     """last_integer is the real grader function; `math` is the gameable reward above; ids in `broken` fail."""
 
-    def __init__(self, broken: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-        self.broken = broken
+    def __init__(self, broken: set[str] = frozenset(), invalid: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.broken, self.invalid = broken, invalid
         self.items: list[GradeItem] = []
 
     async def grade_stream(self, items: Sequence[GradeItem]) -> AsyncIterator[GradeResult]:
@@ -56,6 +56,9 @@ class FakeGrader:
             self.items.append(item)
             if any(item.id.startswith(b) for b in self.broken):
                 yield GradeResult(item.id, item.grader, 0.0, GradeStatus.INFRA_ERROR, [], "sandbox died", index=i)
+                continue
+            if any(item.id.startswith(b) for b in self.invalid):
+                yield GradeResult(item.id, item.grader, 0.0, GradeStatus.INVALID_REQUEST, [], "bad field", index=i)
                 continue
             f = item.fields
             if item.grader == "last_integer":
@@ -117,6 +120,17 @@ async def test_no_verdict_is_not_counted_wrong() -> None:
     assert report.accuracy == 1.0 and report.metrics()["eval/scorer_no_verdict"] == 1.0
     assert report.reward_metrics == {}  # rewards not asked for
     assert EvalReport(scorer="x").metrics()["eval/samples"] == 0.0
+    assert report.rows[0].message == "infra_error"
+
+
+async def test_no_verdict_says_why() -> None:
+    tasks = _tasks(3)
+    grader = FakeGrader(broken={tasks[0].id}, invalid={tasks[1].id})
+    report = await evaluate(tasks, FakeRollout(_answers(set())), grader, ScorerSpec(grader="last_integer"),
+                            SamplingConfig(n=1), retry=GradeRetry(1, 0.0, 5.0))  # fmt: skip
+    assert [(r.verdict, r.message) for r in report.rows[:2]] == [("no_verdict", "infra_error"),
+                                                                 ("no_verdict", "invalid_request")]
+    assert report.accuracy == 1.0
 
 
 async def test_scorer_field_map_and_static_fields() -> None:
