@@ -10,9 +10,11 @@ app = typer.Typer(help="rlvr: RL from verifiable rewards (GRPO over gRPC rollout
 models_app = typer.Typer(help="Prepare and inspect the bundled models.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run a service (gRPC, loopback by default).", no_args_is_help=True)
 train_app = typer.Typer(help="Training stages.", no_args_is_help=True)
+data_app = typer.Typer(help="Dataset checks.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(serve_app, name="serve")
 app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
 
 
 @models_app.command("prepare")
@@ -42,10 +44,12 @@ def _register_components() -> None:
     from graders.cli import register as register_graders
     from rollout.cli import register as register_rollout
     from trainer.cli import register as register_trainer
+    from trainer.datacheck.cli import register as register_data
 
     register_graders(app, serve_app)
     register_rollout(app, serve_app)
     register_trainer(app, train_app)
+    register_data(data_app)
 
 
 _register_components()
