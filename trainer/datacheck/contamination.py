@@ -4,8 +4,12 @@ shares a 13-token n-gram with a held-out item, or contains a short held-out item
 Held-out items are the raw strings of each held-out row: message contents and the prompt / completion /
 question / answer / solution fields, so task files (prompt + answer) and SFT files both work. N-grams (and
 short items) found in more than 1% of the held-out rows are boilerplate (instructions, answer formats) and
-ignored; one held-out row is never boilerplate by itself. Short items of fewer than MIN_WHOLE tokens (a bare
-number, "Answer: 41") are too common to be evidence and are not matched whole."""
+ignored: boilerplate is every word 5-gram found in more than 1% of the held-out rows (and in more than one),
+and what it covers is cut out of each held-out item before its 13-grams are taken. A templated question
+"<instruction> 3 - 4 - 5 = <format rule>" thus contributes "3 - 4 - 5", matched whole; without the cut, its
+13-grams would mix the instruction with the first numbers and flag every training question that merely starts
+the same way. Items (or what is left of them) of fewer than MIN_WHOLE tokens — a bare number, "3 - 4" — are
+too common to be evidence and are not matched."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from trainer.datacheck.rows import Row, iter_lines
 
 N = 13
 MIN_WHOLE = 5
+BOILER_N = 5
+"""Boilerplate is found as word 5-grams: short enough to cover an instruction right up to the problem text."""
 BOILERPLATE_SHARE = 0.01
 _TEXT_FIELDS = ("prompt", "completion", "question", "answer", "solution")
 
@@ -52,42 +58,55 @@ class HeldOut:
 
     rows: int = 0
     grams: dict[tuple[int, ...], int] = field(default_factory=dict)
+    """13-gram → the first held-out line holding it."""
     short: dict[int, dict[tuple[int, ...], int]] = field(default_factory=lambda: defaultdict(dict))
     """first token → {whole short item → held-out line}."""
     ignored: int = 0
-    """Distinct n-grams / short items dropped as boilerplate."""
+    """Distinct boilerplate 5-grams cut out."""
+
+
+def _segments(ids: list[int], boiler: set[tuple[int, ...]]) -> list[list[int]]:
+    """The runs of ids not covered by any boilerplate BOILER_N-gram."""
+    covered = [False] * len(ids)
+    for i, g in enumerate(ngrams(ids, BOILER_N)):
+        if g in boiler:
+            covered[i : i + BOILER_N] = [True] * BOILER_N
+    out, cur = [], []
+    for t, c in zip(ids, covered, strict=True):
+        if c:
+            if cur:
+                out.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    if cur:
+        out.append(cur)
+    return out
 
 
 def load_held_out(path: Path, vocab: Vocab) -> HeldOut:
-    seen: Counter[tuple[int, ...]] = Counter()
-    where: dict[tuple[int, ...], int] = {}
-    short: set[tuple[int, ...]] = set()
-    out = HeldOut()
+    items: list[tuple[int, list[list[int]]]] = []
+    freq: Counter[tuple[int, ...]] = Counter()
     for n, raw in iter_lines(path):
         try:
             rec = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise HeldOutError(f"{path}:{n}: not a JSON line ({e})") from None
-        out.rows += 1
-        row_grams: set[tuple[int, ...]] = set()
-        for text in _strings(rec):
-            ids = vocab.ids(text)
-            if len(ids) >= N:
-                row_grams.update(ngrams(ids, N))
-            elif len(ids) >= MIN_WHOLE:
-                row_grams.add(tuple(ids))
-                short.add(tuple(ids))
-        seen.update(row_grams)
-        for g in row_grams:
-            where.setdefault(g, n)
+        texts = [vocab.ids(t) for t in _strings(rec)]
+        items.append((n, texts))
+        freq.update({g for ids in texts for g in ngrams(ids, BOILER_N)})
+    out = HeldOut(rows=len(items))
     limit = max(1.0, BOILERPLATE_SHARE * out.rows)
-    for g, count in seen.items():
-        if count > limit:
-            out.ignored += 1
-        elif g in short:
-            out.short[g[0]][g] = where[g]
-        else:
-            out.grams[g] = where[g]
+    boiler = {g for g, count in freq.items() if count > limit}
+    out.ignored = len(boiler)
+    for n, texts in items:
+        for ids in texts:
+            for seg in _segments(ids, boiler) if boiler else [ids]:
+                if len(seg) >= N:
+                    for g in ngrams(seg, N):
+                        out.grams.setdefault(g, n)
+                elif len(seg) >= MIN_WHOLE:
+                    out.short[seg[0]].setdefault(tuple(seg), n)
     return out
 
 

@@ -56,7 +56,7 @@ class Report:
             "near_duplicate_threshold": self.near_duplicate_threshold, "model": self.model,
             "tokens": self.tokens.to_dict() if self.tokens else None,
             "eval_file": str(self.eval_path) if self.eval_path else None, "held_out_rows": self.held_out_rows,
-            "boilerplate_ngrams_ignored": self.boilerplate_ignored, "notes": self.notes,
+            "boilerplate_5grams_ignored": self.boilerplate_ignored, "notes": self.notes,
         }  # fmt: skip
 
     def write_json(self, out: Path) -> None:
@@ -78,7 +78,7 @@ class Report:
                      "on word 3-grams")  # fmt: skip
         if self.eval_path is not None:
             lines.append(f"contamination: 13-grams vs {self.eval_path} ({self.held_out_rows} rows; "
-                         f"{self.boilerplate_ignored} n-grams in >1% of them ignored as boilerplate)")  # fmt: skip
+                         f"{self.boilerplate_ignored} 5-grams in >1% of them cut out as boilerplate)")  # fmt: skip
         t = self.tokens
         if t is not None:
             lines.append(f"tokens ({self.model} chat template): min {t.min}  median {t.median:.0f}  p95 {t.p95:.0f}  "
