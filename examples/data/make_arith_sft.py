@@ -75,9 +75,9 @@ def main() -> None:
     if a.eval_out is not None:
         import reasoning_gym
 
+        held_ds = reasoning_gym.create_dataset(NAME, seed=a.eval_seed, size=a.eval_size, **RG_CONFIG)
         tasks = [{"messages": [{"role": "user", "content": TEMPLATE.replace("{question}", e["question"])}],
-                  "answer": str(e["answer"])}
-                 for e in reasoning_gym.create_dataset(NAME, seed=a.eval_seed, size=a.eval_size, **RG_CONFIG)]  # fmt: skip
+                  "answer": str(e["answer"])} for e in held_ds]  # fmt: skip
         a.eval_out.write_text("".join(json.dumps(t) + "\n" for t in tasks))
         print(f"{a.eval_out}: {len(tasks)} held-out tasks")
 
