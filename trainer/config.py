@@ -38,7 +38,7 @@ class ModelSection(StrictModel):
     """HF model directory, or "base" (SmolLM2-135M-Instruct) / "tiny" (2-layer random Llama) from the cache."""
     finetune: Literal["full", "lora", "qlora"] = "lora"
     """full: every weight (pushed whole each step); lora: a peft adapter (only it is pushed); qlora: LoRA on a
-    4-bit base (bitsandbytes; needs a CUDA GPU)."""
+    4-bit NF4 base (bitsandbytes; CUDA or CPU)."""
     lora: LoraSection = Field(default_factory=lambda: LoraSection())
     """Adapter settings for lora / qlora."""
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
@@ -234,8 +234,6 @@ class GRPOConfig(StrictModel):
         check_specs(self.rewards)
         if self.loss.loss_type == "dr_grpo" and self.loss.max_completion_length is None:
             raise ValueError("loss.max_completion_length is required for loss_type = \"dr_grpo\"")
-        if self.model.finetune == "qlora" and self.model.device == "cpu":
-            raise ValueError("model.finetune = \"qlora\" needs a CUDA GPU (bitsandbytes 4-bit); use \"lora\" on CPU")
         return self
 
     def sandbox_backend(self) -> str:
