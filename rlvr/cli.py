@@ -45,11 +45,13 @@ def _register_components() -> None:
     from rollout.cli import register as register_rollout
     from trainer.cli import register as register_trainer
     from trainer.datacheck.cli import register as register_data
+    from trainer.sft.cli import register as register_sft
 
     register_graders(app, serve_app)
     register_rollout(app, serve_app)
     register_trainer(app, train_app)
     register_data(data_app)
+    register_sft(train_app)
 
 
 _register_components()

@@ -83,7 +83,7 @@ class RunLog:
 
     def __init__(
         self, run_dir: Path, *, total_steps: int, start_step: int, elapsed_offset: float, tensorboard: bool,
-        progress: str, eval_offset: float = 0.0,
+        progress: str, eval_offset: float = 0.0, show: bool = True,
     ) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.total_steps = total_steps
@@ -107,6 +107,8 @@ class RunLog:
         self._progress = _RichProgress(total_steps, start_step) if mode == "rich" else None
         self._plain = mode == "plain"
         self.last_eval: dict[str, float] = {}
+        self.show = show
+        """False: only write files (a stage with its own progress display, e.g. SFT under TRL)."""
 
     def restart_clock(self) -> None:
         """Training starts now (set-up is over)."""
@@ -135,7 +137,8 @@ class RunLog:
             self._tb.flush()
         if kind == "eval":
             self.last_eval = dict(metrics)
-        self._show(kind, step, metrics)
+        if self.show:
+            self._show(kind, step, metrics)
         return record
 
     def write_tasks(self, step: int, groups: Sequence[Group]) -> None:

@@ -69,7 +69,10 @@ def load_base_model(path: Path, cfg: ModelSection, device: torch.device) -> Any:
         quant = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
-        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=dtype, device_map={"": device.index or 0 if device.type == "cuda" else "cpu"})
+        where = (device.index or 0) if device.type == "cuda" else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(
+            path, quantization_config=quant, dtype=dtype, device_map={"": where}
+        )
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model.to(device)  # type: ignore[arg-type]

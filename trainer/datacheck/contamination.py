@@ -71,7 +71,8 @@ def _segments(ids: list[int], boiler: set[tuple[int, ...]]) -> list[list[int]]:
     for i, g in enumerate(ngrams(ids, BOILER_N)):
         if g in boiler:
             covered[i : i + BOILER_N] = [True] * BOILER_N
-    out, cur = [], []
+    out: list[list[int]] = []
+    cur: list[int] = []
     for t, c in zip(ids, covered, strict=True):
         if c:
             if cur:

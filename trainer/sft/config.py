@@ -7,6 +7,7 @@ shown by `--show-config`'s JSON and the README."""
 from __future__ import annotations
 
 from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from rlvr.config import StrictModel, load_config
