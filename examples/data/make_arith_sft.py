@@ -46,7 +46,8 @@ def held_out_questions(eval_seed: int, eval_size: int) -> set[str]:
 def rows(size: int, seed: int, exclude: set[str]) -> list[dict[str, Any]]:
     import reasoning_gym
 
-    out, seen = [], set(exclude)
+    out: list[dict[str, Any]] = []
+    seen = set(exclude)
     for e in reasoning_gym.create_dataset(NAME, seed=seed, size=size, **RG_CONFIG):
         if e["question"] in seen:
             continue  # held-out question, or one already taken (a duplicate would be an SFT data-check error)
@@ -66,20 +67,18 @@ def main() -> None:
     ap.add_argument("--eval-seed", type=int, default=1_000_003, help="data.seed + 1_000_003 of the configs")
     ap.add_argument("--eval-size", type=int, default=200, help="data.eval_size of the configs")
     ap.add_argument("--out", type=Path, default=Path("examples/data/arith_sft.jsonl"))
-    ap.add_argument("--eval-out", type=Path, help="also write the held-out tasks ({messages, answer}) here")
+    ap.add_argument("--eval-out", type=Path, help="also write the held-out tasks with worked solutions here (SFT "
+                    "rows: the held-out loss of `rlvr train sft` and the contamination check of the training file)")
     a = ap.parse_args()
     held = held_out_questions(a.eval_seed, a.eval_size)
     data = rows(a.size, a.seed, held)
     a.out.write_text("".join(json.dumps(r) + "\n" for r in data))
     print(f"{a.out}: {len(data)} rows ({a.size - len(data)} duplicates or held-out questions skipped)")
     if a.eval_out is not None:
-        import reasoning_gym
 
-        held_ds = reasoning_gym.create_dataset(NAME, seed=a.eval_seed, size=a.eval_size, **RG_CONFIG)
-        tasks = [{"messages": [{"role": "user", "content": TEMPLATE.replace("{question}", e["question"])}],
-                  "answer": str(e["answer"])} for e in held_ds]  # fmt: skip
+        tasks = rows(a.eval_size, a.eval_seed, set())
         a.eval_out.write_text("".join(json.dumps(t) + "\n" for t in tasks))
-        print(f"{a.eval_out}: {len(tasks)} held-out tasks")
+        print(f"{a.eval_out}: {len(tasks)} held-out rows (distinct questions of the {a.eval_size} held-out tasks)")
 
 
 if __name__ == "__main__":

@@ -101,18 +101,17 @@ def _eval_rows(path: Path) -> list[Any]:
     return rows
 
 
-def _model(cfg: SFTConfig) -> tuple[Any, Path]:
+def _model(cfg: SFTConfig, path: Path) -> Any:
     import torch
 
-    from trainer.policy import add_lora, load_base_model, resolve_device, resolve_model_path
+    from trainer.policy import add_lora, load_base_model, resolve_device
 
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
-    path = resolve_model_path(cfg.model.path)
     model = load_base_model(path, cfg.model, resolve_device(cfg.model.device))
     if cfg.model.finetune in ("lora", "qlora"):
         model = add_lora(model, cfg.model)
-    return model, path
+    return model
 
 
 def _args(cfg: SFTConfig, run_dir: Path, has_eval: bool) -> Any:
@@ -141,16 +140,18 @@ def run_sft(cfg: SFTConfig, resume: bool = False, skip_check: bool = False) -> S
     from trl import SFTTrainer
 
     from trainer.metrics import RunLog, read_records
+    from trainer.policy import resolve_model_path
     from trainer.sft.callbacks import CompleteCheckpoints, RunLogCallback
     from trainer.sft.export import export_model
 
     run_dir, ckpt = _prepare_run_dir(cfg, resume)
-    model, base_path = _model(cfg)
+    base_path = resolve_model_path(cfg.model.path)
     tok = AutoTokenizer.from_pretrained(str(base_path))
     template = cfg.data.chat_template.read_text() if cfg.data.chat_template else None
     if template is not None:
         tok.chat_template = template
     rows = check_data(cfg, tok, run_dir, skip_check, template)
+    model = _model(cfg, base_path)
     train_ds = _dataset(tok, rows, template)
     eval_ds = _dataset(tok, _eval_rows(cfg.data.eval_path), template) if cfg.data.eval_path else None
     records = read_records(run_dir / "metrics.jsonl")
