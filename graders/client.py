@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,6 +27,9 @@ from graders.types import GradeItem, GradeResult, item_to_pb, result_from_pb
 from rlvr.channel import aio_channel, auth_metadata
 from rlvr.v1 import grader_pb2 as pb
 from rlvr.v1 import grader_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from graders.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,12 @@ class Catalog:
 
     def names(self) -> list[str]:
         return [g.name for g in self.graders]
+
+    @classmethod
+    def of_registry(cls, registry: Registry, sandbox_backend: str = "none") -> Catalog:
+        """What ListGraders would answer for `registry` (for in-process callers and tests)."""
+        return cls([GraderInfo(s.name, s.description, list(s.required), list(s.optional), s.sandboxed)
+                    for s in registry.specs()], sandbox_backend)  # fmt: skip
 
 
 class GraderClient:

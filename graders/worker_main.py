@@ -9,20 +9,26 @@ from collections.abc import Callable
 from typing import Any
 
 
-def math_equal(gold: str, answer: str) -> dict[str, Any]:
-    """Parse the gold answer first (so its form guides nothing else), then the model's; compare."""
-    from math_verify import parse, verify
+def math_check(gold: str, answer: str, prompt: str = "") -> dict[str, Any]:
+    """The math grader's verdict (graders.answer_check: one extracted answer span, strict gold parsing)."""
+    from graders.answer_check import check
 
-    gold_parsed = parse(gold, parsing_timeout=None)  # type: ignore[arg-type]
-    if not gold_parsed and "$" not in gold:
-        gold_parsed = parse(f"${gold}$", parsing_timeout=None)  # type: ignore[arg-type]
-    if not gold_parsed:
-        return {"gold_ok": False, "answer_ok": False, "match": False}
-    answer_parsed = parse(answer, parsing_timeout=None)  # type: ignore[arg-type]
-    if not answer_parsed:
-        return {"gold_ok": True, "answer_ok": False, "match": False}
-    match = verify(gold_parsed, answer_parsed, timeout_seconds=None)
-    return {"gold_ok": True, "answer_ok": True, "match": bool(match), "parsed": str(answer_parsed[-1])[:200]}
+    return check(gold, answer, prompt)
+
+
+_RG_SCORERS: dict[str, Callable[..., Any]] = {}
+
+
+def reasoning_gym_score(dataset: str, answer: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """reasoning-gym's score_answer for `dataset` (imported and built on first use, then cached)."""
+    if dataset not in _RG_SCORERS:
+        import reasoning_gym
+
+        try:
+            _RG_SCORERS[dataset] = reasoning_gym.get_score_answer_fn(dataset)
+        except ValueError as e:
+            return {"error": f"field 'dataset': {e}"}
+    return {"score": float(_RG_SCORERS[dataset](answer, entry))}
 
 
 def regex_match(pattern: str, text: str, flags: int, mode: str) -> bool:
@@ -31,7 +37,9 @@ def regex_match(pattern: str, text: str, flags: int, mode: str) -> bool:
     return found is not None
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {"math": math_equal, "regex": regex_match}
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "math": math_check, "regex": regex_match, "reasoning_gym": reasoning_gym_score,
+}
 
 
 def main() -> None:
@@ -42,7 +50,7 @@ def main() -> None:
     # math-verify warns on every call that its own timeout is off: the pool's kill deadline replaces it
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
-    math_equal("1", "1")  # warm the parser caches
+    math_check("1", "1")  # warm the parser caches
     out = sys.stdout
     out.write("ready\n")
     out.flush()

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlvr.config import StrictModel, load_config
 from trainer.data import DataConfig
+from trainer.evaluate import DEFAULT_SCORERS, ScorerSpec
 from trainer.loss import LossConfig
 from trainer.rewards import RewardSpec, check_specs
 
@@ -111,7 +112,23 @@ class TrainSection(StrictModel):
 
 
 class EvalSection(StrictModel):
-    """Held-out evaluation: greedy (temperature 0) on data's held-out tasks, graded by the same rewards."""
+    """Held-out evaluation: greedy (temperature 0) on data's held-out tasks; accuracy is judged by an
+    independent strict scorer (never the training rewards, whose means are reported beside it)."""
+
+    scorer: ScorerSpec | None = None
+    """The scorer of eval/accuracy: a grader name ("last_integer") or {grader, field_map, fields}. None: the
+    data source's canonical checker (addition: last_integer, reasoning_gym: reasoning_gym, humaneval:
+    python_tests); jsonl and hf sources must name one."""
+    examples: int = Field(default=5, ge=0)
+    """Held-out prompt → answer → verdict lines printed at each evaluation (every row is appended to
+    <run_dir>/eval_samples.jsonl)."""
+    rewards: bool = True
+    """Also grade the held-out answers with the training rewards (reported as eval/rewards/*)."""
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _scorer_by_name(cls, value: object) -> object:
+        return {"grader": value} if isinstance(value, str) else value
 
     every: int = Field(default=10, ge=0)
     """Evaluate every N steps (0: only before and after training)."""
@@ -176,7 +193,8 @@ class GradersSection(StrictModel):
     tls_ca: Path | None = None
     """CA bundle for a TLS service."""
     sandbox: Literal["auto", "docker", "bwrap", "none"] | None = None
-    """Embedded server's sandbox backend; None = "auto" when a reward uses python_tests, else "none"."""
+    """Embedded server's sandbox backend; None = "auto" when a grader the run uses is sandboxed (as the
+    service's ListGraders says), else "none"."""
     config: Path | None = None
     """Embedded server: its own TOML config (see examples/graders.toml)."""
     retries: int = Field(default=3, ge=0)
@@ -234,13 +252,26 @@ class GRPOConfig(StrictModel):
         check_specs(self.rewards)
         if self.loss.loss_type == "dr_grpo" and self.loss.max_completion_length is None:
             raise ValueError("loss.max_completion_length is required for loss_type = \"dr_grpo\"")
+        if self.eval.scorer is None:
+            default = DEFAULT_SCORERS.get(self.data.source)
+            if default is None:
+                raise ValueError(
+                    f"eval.scorer: required for data.source = {self.data.source!r}: name the strict checker of "
+                    "held-out accuracy, e.g. scorer = \"math\" or { grader = \"math\", field_map = { answer = "
+                    "\"solution\" } } (the training rewards never grade the held-out exam)"
+                )
+            self.eval.scorer = ScorerSpec(grader=default)
         return self
 
-    def sandbox_backend(self) -> str:
-        """The embedded grader server's sandbox: only code-running graders need one."""
-        if self.graders.sandbox is not None:
-            return self.graders.sandbox
-        return "auto" if any(s.grader == "python_tests" for s in self.rewards) else "none"
+    @property
+    def scorer(self) -> ScorerSpec:
+        """The resolved held-out scorer (set by validation)."""
+        assert self.eval.scorer is not None
+        return self.eval.scorer
+
+    def used_graders(self) -> list[str]:
+        """Every grader the run calls: the rewards' and the held-out scorer's."""
+        return sorted({*(s.grader for s in self.rewards), self.scorer.grader})
 
 
 def load_grpo_config(path: str | Path | None, overrides: list[str] | None = None) -> GRPOConfig:

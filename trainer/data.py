@@ -235,10 +235,13 @@ def _load_reasoning_gym(cfg: DataConfig) -> tuple[list[Task], list[Task]]:
             ds = reasoning_gym.create_dataset(cfg.name, seed=seed, size=size, **cfg.rg_config)
         except Exception as e:
             raise DataError(f"data.name={cfg.name!r} data.rg_config={cfg.rg_config}: {e}") from None
-        return _generated(
-            cfg,
-            ((f"{cfg.name}-{tag}{seed}-{i}", e["question"], {"answer": str(e["answer"])}) for i, e in enumerate(ds)),
-        )
+        # The task carries what its strict scorer (the reasoning_gym grader: score_answer(answer, entry)) reads:
+        # the dataset name and the entry as plain JSON; `answer` is for answer-comparing rewards such as math.
+        return _generated(cfg, (
+            (f"{cfg.name}-{tag}{seed}-{i}", e["question"],
+             {"answer": str(e["answer"]), "dataset": cfg.name, "entry": json.loads(json.dumps(e, default=str))})
+            for i, e in enumerate(ds)
+        ))  # fmt: skip
 
     # reasoning_gym seeds item i with seed + i, so the held-out seed sits far from the training range; a
     # question that still repeats (small generators) is removed from training.

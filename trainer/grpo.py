@@ -18,7 +18,6 @@ import math
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +27,16 @@ import torch
 
 from graders.client import GraderClient
 from rollout.client import RolloutClient
-from rollout.types import PromptInput, SamplingConfig
+from rollout.types import SamplingConfig
 from trainer.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import GRPOConfig
-from trainer.data import Task, build_tasks
+from trainer.data import DataError, Task, build_tasks
+from trainer.evaluate import evaluate
 from trainer.loss import compute_loss, group_advantages
-from trainer.metrics import RunLog, batch_metrics, sample_metrics, truncate_history
-from trainer.pipeline import GradeRetry, Group, RolloutOutage, RolloutPipeline, ScoredSample, grade_sample, is_outage
+from trainer.metrics import EVAL_FILE, RunLog, batch_metrics, truncate_history
+from trainer.pipeline import GradeRetry, Group, RolloutOutage, RolloutPipeline, is_outage
 from trainer.policy import Policy, check_qlora_supported, resolve_device, resolve_model_path
-from trainer.rewards import check_task_fields
+from trainer.rewards import check_task_fields, check_task_golds
 from trainer.services import Services
 
 log = logging.getLogger(__name__)
@@ -191,28 +191,6 @@ def make_optimizer(policy: Policy, cfg: GRPOConfig) -> tuple[torch.optim.Optimiz
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-
-
-async def evaluate(
-    rollout: RolloutClient, grader: GraderClient, tasks: list[Task], cfg: GRPOConfig, adapter: str | None,
-    retry: GradeRetry,
-) -> dict[str, float]:  # fmt: skip
-    """Greedy (temperature 0) held-out reward and pass rate, graded like training samples."""
-    params = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.eval.max_tokens or cfg.sampling.max_tokens,
-                            stop=list(cfg.sampling.stop))  # fmt: skip
-    prompts = [PromptInput(id=t.id, messages=t.messages) for t in tasks]
-    samples = await rollout.generate(prompts, params, adapter)
-    counts: Counter[str] = Counter()
-    outcomes = await asyncio.gather(
-        *(grade_sample(grader, tasks[s.prompt_index], s.text, cfg.rewards, retry, counts) for s in samples)
-    )
-    scored = [ScoredSample(s, o) for s, o in zip(samples, outcomes, strict=True) if o is not None]
-    out = sample_metrics(scored, cfg.rewards, prefix="eval/")
-    out["eval/grader_dropped_samples"] = float(counts["grader_dropped_samples"] + counts["grader_invalid"])
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- the run
 
 
@@ -244,7 +222,6 @@ class GRPOTrainer:
         self.stream, self.held_out = build_tasks(cfg.data)
         if cfg.eval.size is not None:
             self.held_out = self.held_out[: cfg.eval.size]
-        check_task_fields([*self.stream.tasks, *self.held_out], cfg.rewards)
         self.state = TrainState()
         if ckpt is not None:
             self.state = load_checkpoint(ckpt, policy.model, self.optimizer, self.scheduler)
@@ -327,14 +304,41 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ steps
 
+    async def _check_tasks(self) -> None:
+        """What the graders need, as the grader service says (ListGraders): every grader served, every task
+        with its required fields, every gold answer accepted (DataError naming file:line otherwise)."""
+        catalog = await self.grader.list_graders()
+        cfg = self.cfg
+        needs_sandbox = [g.name for g in catalog.graders if g.name in cfg.used_graders() and g.sandboxed]
+        if needs_sandbox and catalog.sandbox_backend == "none":
+            raise DataError(f"grader(s) {', '.join(needs_sandbox)} run programs, but the grader service at "
+                            f"{self.grader.address} has no sandbox (start it with one)")  # fmt: skip
+        scorer = cfg.scorer
+        held_out = [scorer.task_for(t) for t in self.held_out]
+        check_task_fields([*self.stream.tasks, *self.held_out], cfg.rewards, catalog)
+        check_task_fields(held_out, [scorer.as_reward()], catalog)
+        t0 = time.monotonic()
+        await check_task_golds(self.grader, [*self.stream.tasks, *self.held_out], cfg.rewards, catalog)
+        await check_task_golds(self.grader, held_out, [scorer.as_reward()], catalog)
+        log.info("task fields and gold answers checked by the grader service (%.1fs)", time.monotonic() - t0)
+
     async def _evaluate(self) -> None:
         t0 = time.monotonic()
         adapter = self.adapter(self.version)
-        metrics = await self._guarded(
-            lambda: evaluate(self.rollout, self.grader, self.held_out, self.cfg, adapter, self.retry), "evaluation"
-        )
+        cfg = self.cfg
+        sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.eval.max_tokens or cfg.sampling.max_tokens,
+                                  stop=list(cfg.sampling.stop))  # fmt: skip
+        report = await self._guarded(lambda: evaluate(
+            self.held_out, self.rollout, self.grader, cfg.scorer, sampling, adapter=adapter,
+            rewards=cfg.rewards if cfg.eval.rewards else (), retry=self.retry,
+        ), "evaluation")  # fmt: skip
+        metrics = report.metrics()
         metrics["time/eval_s"] = time.monotonic() - t0
+        report.write_jsonl(self.run_dir / EVAL_FILE, self.step)
         self.evals.append(self.runlog.write("eval", self.step, metrics))
+        if cfg.eval.examples:
+            self.runlog.note(f"held-out examples at step {self.step} (prompt → answer → verdict by "
+                             f"{report.scorer}):\n{report.examples(cfg.eval.examples)}")  # fmt: skip
 
     async def _checkpoint(self, pipeline: RolloutPipeline) -> None:
         t0 = time.monotonic()
@@ -389,6 +393,7 @@ class GRPOTrainer:
         cfg = self.cfg
         await self.rollout.wait_ready(cfg.rollout.start_timeout_s)
         await self.grader.wait_ready(cfg.graders.start_timeout_s)
+        await self._check_tasks()
         if self.version > 0 or self.policy.is_lora:
             await self.sync()
         requeued = [Task.from_dict(d) for d in self.state.inflight_tasks]

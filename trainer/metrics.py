@@ -4,8 +4,9 @@ prompt ids each step trained on to `<run_dir>/tasks.jsonl`, and progress on the 
 metrics.jsonl: one JSON object per line, `{"kind": "train"|"eval", "step": int, "elapsed_s": float, ...}`
 where elapsed_s is wall time since training started (set-up excluded; it continues across resumes) and
 training_s is elapsed_s without the held-out evaluations (the clock train.max_time_s reads). Eval
-records carry `eval/reward_mean` and `eval/pass_rate`. On resume, records after the checkpoint's step are
-removed first, so the files always describe one consistent history."""
+records carry `eval/accuracy` (by the independent scorer, trainer/evaluate.py) and the training rewards'
+`eval/rewards/*`; eval_samples.jsonl holds every held-out answer with its verdict. On resume, records after
+the checkpoint's step are removed first, so the files always describe one consistent history."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from trainer.rewards import RewardSpec
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 TASKS_FILE = "tasks.jsonl"
+EVAL_FILE = "eval_samples.jsonl"
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -161,8 +163,9 @@ class RunLog:
     def _show(self, kind: str, step: int, m: Mapping[str, float]) -> None:
         if kind == "eval":
             self.note(
-                f"[eval] step {step}: reward {m.get('eval/reward_mean', float('nan')):.3f}  "
-                f"pass rate {m.get('eval/pass_rate', float('nan')):.3f}  ({int(m.get('eval/samples', 0))} tasks)"
+                f"[eval] step {step}: accuracy {m.get('eval/accuracy', float('nan')):.3f} "
+                f"({int(m.get('eval/correct', 0))}/{int(m.get('eval/samples', 0))} held-out, strict scorer)  "
+                f"rewards: mean {m.get('eval/rewards/reward_mean', float('nan')):.3f}"
             )
             return
         if self._progress is not None:
@@ -222,7 +225,7 @@ def _jsonable(v: Any) -> Any:
 
 def truncate_history(run_dir: Path, step: int) -> None:
     """Drop records after `step` (they belong to work a resumed run redoes)."""
-    for name in (METRICS_FILE, TASKS_FILE):
+    for name in (METRICS_FILE, TASKS_FILE, EVAL_FILE):
         path = run_dir / name
         if not path.is_file():
             continue

@@ -5,24 +5,19 @@ silent 0: a 0 would teach the policy that a correct answer was wrong whenever th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import Field
 
+from graders.client import Catalog
 from graders.types import GradeItem, GradeResult, GradeStatus
 from rlvr.config import StrictModel
 from trainer.data import DataError, Task
 
-# Task fields each builtin grader reads; checked up front so a bad dataset fails before training starts.
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "math": ("answer",),
-    "exact_match": ("answer",),
-    "python_tests": ("tests",),
-    "json_schema": ("schema",),
-    "regex": ("pattern",),
-}
+PROMPT_FIELD = "prompt"
 
 
 class RewardSpec(StrictModel):
@@ -54,6 +49,8 @@ class RewardOutcome:
     """Some grader hit an infrastructure failure (worth retrying)."""
     errors: dict[str, str] = field(default_factory=dict)
     """Messages of the graders that gave no verdict."""
+    messages: dict[str, str] = field(default_factory=dict)
+    """Each grader's message (why a verdict is what it is), for people reading samples."""
 
 
 def check_specs(specs: Sequence[RewardSpec]) -> None:
@@ -66,21 +63,53 @@ def check_specs(specs: Sequence[RewardSpec]) -> None:
         raise ValueError(f"rewards: duplicate reward names {dupes}; set `name` to tell them apart")
 
 
-def check_task_fields(tasks: Iterable[Task], specs: Sequence[RewardSpec]) -> None:
-    """Fail fast (naming the task's file:line and the field) when a task lacks what a builtin grader reads."""
+def check_task_fields(tasks: Iterable[Task], specs: Sequence[RewardSpec], catalog: Catalog) -> None:
+    """Fail fast, before training, when the grader service lacks a grader or a task lacks a field the grader
+    requires (as the service's ListGraders says); the error names the task's file:line and the field."""
+    served = {g.name: g for g in catalog.graders}
+    for spec in specs:
+        if spec.grader not in served:
+            raise DataError(f"grader {spec.grader!r} is not served by the grader service (it serves: "
+                            f"{', '.join(sorted(served))})")  # fmt: skip
     for task in tasks:
         for spec in specs:
-            for name in REQUIRED_FIELDS.get(spec.grader, ()):
-                if name not in task.fields and name not in spec.fields:
-                    where = task.source or task.id
-                    raise DataError(f"{where}: field {name!r}: required by grader {spec.grader!r}")
+            for name in served[spec.grader].required_fields:
+                if name not in task.fields and name not in spec.fields and name != PROMPT_FIELD:
+                    raise DataError(f"{task.source or task.id}: field {name!r}: required by grader {spec.grader!r}")
+
+
+async def check_task_golds(
+    client: _Grader, tasks: Sequence[Task], specs: Sequence[RewardSpec], catalog: Catalog, batch: int = 128
+) -> None:
+    """Ask each non-sandboxed grader to judge an empty completion of every task: a task it refuses as an
+    invalid request (a gold answer that does not parse, a malformed field) is a dataset error naming the
+    task's file:line, found when the dataset is loaded rather than as dropped samples mid-run. (Sandboxed
+    graders would run every task's program for this; their fields are checked by check_task_fields.)"""
+    cheap = [s for s in specs if not next(g for g in catalog.graders if g.name == s.grader).sandboxed]
+    pairs, seen = [], set()
+    for task in tasks:
+        for spec in cheap:  # tasks with the same fields (e.g. the same gold answer) are checked once
+            key = (spec.grader, json.dumps({**spec.fields, **task.fields}, sort_keys=True, default=str))
+            if key not in seen:
+                seen.add(key)
+                pairs.append((task, spec))
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start : start + batch]
+        items = [grade_items(t, "", [s])[0] for t, s in chunk]
+        for (task, spec), res in zip(chunk, await client.grade(items), strict=True):
+            if res.status == GradeStatus.INVALID_REQUEST:
+                raise DataError(f"{task.source or task.id}: grader {spec.grader!r} refuses the task: {res.message}")
 
 
 def grade_items(task: Task, completion: str, specs: Sequence[RewardSpec], sample_id: str = "") -> list[GradeItem]:
-    """One GradeItem per spec, in spec order; ids are `<sample_id or task id>:<reward name>`."""
+    """One GradeItem per spec, in spec order; ids are `<sample_id or task id>:<reward name>`. Every item
+    carries the task's prompt as the `prompt` field (graders that take it, like math, refuse an answer that
+    only restates the question; others ignore it) unless the task has a field of that name."""
     base = sample_id or task.id
+    prompt = {PROMPT_FIELD: "\n".join(m["content"] for m in task.messages)}
     return [
-        GradeItem(grader=s.grader, completion=completion, fields={**s.fields, **task.fields}, id=f"{base}:{s.key}")
+        GradeItem(grader=s.grader, completion=completion, fields={**prompt, **s.fields, **task.fields},
+                  id=f"{base}:{s.key}")
         for s in specs
     ]
 
@@ -96,6 +125,8 @@ def combine(task: Task, results: Sequence[GradeResult], specs: Sequence[RewardSp
         if res.grader != spec.grader:
             raise ValueError(f"task {task.id}: result from grader {res.grader!r} where {spec.grader!r} expected")
         out.statuses[spec.key] = res.status.label
+        if res.message:
+            out.messages[spec.key] = res.message
         if not res.status.is_verdict:
             verdict = False
             out.infra_error |= res.status == GradeStatus.INFRA_ERROR

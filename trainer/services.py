@@ -39,8 +39,8 @@ def rollout_args(cfg: GRPOConfig, model_dir: Path) -> list[str]:
     return args + list(r.extra_args)
 
 
-def grader_args(cfg: GRPOConfig) -> list[str]:
-    args = ["--port", "0", "--backend", cfg.sandbox_backend(), "--set", f"server.grace_s={GRACE_S}"]
+def grader_args(cfg: GRPOConfig, backend: str) -> list[str]:
+    args = ["--port", "0", "--backend", backend, "--set", f"server.grace_s={GRACE_S}"]
     if cfg.graders.config is not None:
         args += ["--config", str(cfg.graders.config)]
     return args
@@ -66,12 +66,29 @@ class Services:
         loading in the background (clients wait_ready() for it) while the trainer loads its model."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.grader_address is None:
-            proc = self._spawn("graders.server", grader_args(self.cfg), "graders", {})
-            self.grader_address = proc.start(timeout_s=self.cfg.graders.start_timeout_s)
+            self._start_graders()
         if not self.rollout_addresses:
             env = {"VLLM_CPU_KVCACHE_SPACE": f"{self.cfg.rollout.kv_cache_gib:g}"}
             proc = self._spawn("rollout.server", rollout_args(self.cfg, self.model_dir), "rollout", env)
             self.rollout_addresses = [proc.start(timeout_s=self.cfg.rollout.start_timeout_s)]
+
+    def _start_graders(self) -> None:
+        """The embedded grader server, with a sandbox only when a grader the run uses is sandboxed: it starts
+        without one (unless graders.sandbox says otherwise), is asked (ListGraders) which of the run's graders
+        run programs, and is restarted with sandbox "auto" if any does."""
+        g = self.cfg.graders
+        proc = self._spawn("graders.server", grader_args(self.cfg, g.sandbox or "none"), "graders", {})
+        self.grader_address = proc.start(timeout_s=g.start_timeout_s)
+        if g.sandbox is not None:
+            return
+        sandboxed = sandboxed_graders(self.grader_address, self.cfg.used_graders(), g.token)
+        if sandboxed:
+            log.info("grader(s) %s run programs: restarting the embedded grader server with a sandbox",
+                     ", ".join(sandboxed))  # fmt: skip
+            proc.stop(timeout_s=20)
+            self.procs.remove(proc)
+            proc = self._spawn("graders.server", grader_args(self.cfg, "auto"), "graders", {})
+            self.grader_address = proc.start(timeout_s=g.start_timeout_s)
 
     def _spawn(self, module: str, args: list[str], name: str, env: dict[str, str]) -> ServiceProcess:
         proc = ServiceProcess("trainer.services", [module, *args], name, env=env, log_path=self.log_dir / f"{name}.log")
@@ -95,6 +112,21 @@ class Services:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def sandboxed_graders(address: str, names: list[str], token: str | None = None) -> list[str]:
+    """Which of `names` the grader service at `address` runs in a sandbox (its ListGraders answer)."""
+    import asyncio
+
+    from graders.client import GraderClient
+
+    async def ask() -> list[str]:
+        async with GraderClient(address, token=token, timeout_s=60.0) as client:
+            await client.wait_ready(60.0)
+            catalog = await client.list_graders()
+        return [g.name for g in catalog.graders if g.name in names and g.sandboxed]
+
+    return asyncio.run(ask())
 
 
 def _exec_with_parent_death_signal(argv: list[str]) -> None:

@@ -1,3 +1,10 @@
 """Built-in graders; importing this package registers them."""
 
-from graders.builtin import json_schema, math_answer, python_tests, text  # noqa: F401
+from graders.builtin import (  # noqa: F401
+    json_schema,
+    last_integer,
+    math_answer,
+    python_tests,
+    reasoning_gym_score,
+    text,
+)

@@ -53,9 +53,14 @@ def test_example_parses(path: Path) -> None:
 
 def test_grpo_examples_validate_their_data_and_rewards() -> None:
     """Cheap sources (jsonl, addition) are built and checked against the graders' required fields."""
+    from graders.client import Catalog
+    from graders.registry import REGISTRY, load_builtins
     from trainer.config import load_grpo_config
     from trainer.data import build_tasks
     from trainer.rewards import check_task_fields
+
+    load_builtins()
+    catalog = Catalog.of_registry(REGISTRY)
 
     for path in all_examples():
         if not path.name.startswith("grpo"):
@@ -68,7 +73,8 @@ def test_grpo_examples_validate_their_data_and_rewards() -> None:
             "eval_path": str(EXAMPLES.parent / cfg.data.eval_path) if cfg.data.eval_path else None,
         })  # fmt: skip
         stream, held_out = build_tasks(data)
-        check_task_fields([*stream.tasks, *held_out], cfg.rewards)
+        check_task_fields([*stream.tasks, *held_out], cfg.rewards, catalog)
+        check_task_fields([cfg.scorer.task_for(t) for t in held_out], [cfg.scorer.as_reward()], catalog)
 
 
 def test_demo_config_matches_the_addition_example() -> None:

@@ -60,3 +60,24 @@ def test_keep_going_records_error_rows(tmp_path: Path, config: Path) -> None:
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["status"] for x in lines] == ["passed", "invalid_request", "invalid_request"]
     assert f"{src}:2:" in lines[1]["message"] and "completion" in lines[2]["message"]
+
+
+def test_rlvr_grade_no_longer_passes_the_restated_question(tmp_path: Path, config: Path) -> None:
+    """Issue 9's reproduction: `rlvr grade` passed this completion for the answer 122."""
+    hack = "To find 92 + 30, we need to perform the arithmetic operation within parentheses."
+    prompt = "What is 92 + 30? Reply with only the number."
+    rows = [
+        {"grader": "math", "completion": hack, "answer": "122"},
+        {"grader": "math", "completion": hack, "answer": "122", "prompt": prompt},
+        {"grader": "math", "completion": "\\boxed{92 + 30}", "answer": "122", "prompt": prompt},
+        {"grader": "math", "completion": "92 + 30 = 122", "answer": "122", "prompt": prompt},
+        {"grader": "math", "completion": "\\boxed{3}", "answer": "3\\pi"},
+        {"grader": "math", "completion": "\\boxed{1}", "answer": "\\frac{1}{"},
+        {"grader": "last_integer", "completion": hack, "answer": "122"},
+    ]
+    src = write(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
+    out = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(app, ["grade", "-i", str(src), "-o", str(out), "--config", str(config)])
+    assert res.exit_code == 0, res.output
+    statuses = [json.loads(x)["status"] for x in out.read_text().splitlines()]
+    assert statuses == ["failed", "failed", "failed", "passed", "failed", "invalid_request", "failed"]

@@ -56,7 +56,8 @@ async def test_math_numeric_answer_field(ctx: GradeContext) -> None:
 
 async def test_pathological_answer_costs_its_deadline_only(ctx: GradeContext) -> None:
     start = time.monotonic()
-    slow = asyncio.ensure_future(grade(ctx, "math", "\\boxed{9^{9^{9^9}}}", answer="5"))
+    # a symbolic gold: the answer is parsed and evaluated by sympy (a numeric gold refuses it as not a number)
+    slow = asyncio.ensure_future(grade(ctx, "math", "\\boxed{9^{9^{9^9}}}", answer="x + 1"))
     await asyncio.sleep(0.2)
     quick_start = time.monotonic()
     quick = await grade(ctx, "math", "\\boxed{5}", answer="5")

@@ -63,10 +63,11 @@ def test_cross_field_checks() -> None:
         load_grpo_config(None, ["rewards=[]"])
 
 
-def test_sandbox_backend_follows_the_graders() -> None:
-    assert GRPOConfig().sandbox_backend() == "none"
-    assert GRPOConfig.model_validate({"rewards": [{"grader": "python_tests"}]}).sandbox_backend() == "auto"
-    assert GRPOConfig.model_validate({"graders": {"sandbox": "docker"}}).sandbox_backend() == "docker"
+def test_used_graders_name_the_rewards_and_the_scorer() -> None:
+    """The embedded grader server gets a sandbox when ListGraders says one of these is sandboxed."""
+    cfg = GRPOConfig.model_validate({"rewards": [{"grader": "python_tests"}], "data": {"source": "humaneval"}})
+    assert cfg.used_graders() == ["python_tests"]
+    assert GRPOConfig().used_graders() == ["last_integer", "math"]
 
 
 def _undocumented(model: type[BaseModel], prefix: str = "") -> list[str]:

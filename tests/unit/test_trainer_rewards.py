@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from graders.types import GradeItem, GradeResult, GradeStatus
-from trainer.data import DataError, Task
-from trainer.rewards import RewardSpec, check_specs, check_task_fields, combine, grade_items, score
+from trainer.data import Task
+from trainer.rewards import RewardSpec, check_specs, combine, grade_items, score
 
 TASK = Task(id="t1", messages=[{"role": "user", "content": "2+2?"}], fields={"answer": "4"}, source="d.jsonl:7")
 SPECS = [
@@ -22,8 +22,8 @@ def _result(grader: str, reward: float, status: GradeStatus, message: str = "") 
 def test_grade_items_merge_static_fields_under_task_fields() -> None:
     items = grade_items(TASK, "4", SPECS, sample_id="t1#3")
     assert [i.grader for i in items] == ["regex", "math"]
-    assert items[0].fields == {"pattern": r"^\d+$", "answer": "4"}  # the task's answer wins
-    assert items[1].fields == {"answer": "4"}
+    assert items[0].fields == {"pattern": r"^\d+$", "answer": "4", "prompt": "2+2?"}  # the task's answer wins
+    assert items[1].fields == {"answer": "4", "prompt": "2+2?"}
     assert [i.id for i in items] == ["t1#3:format", "t1#3:math"]
     assert all(i.completion == "4" for i in items)
 
@@ -71,13 +71,9 @@ def test_spec_checks() -> None:
         RewardSpec(grader="math", weight="heavy")  # type: ignore[arg-type]
 
 
-def test_missing_task_fields_fail_fast_with_location() -> None:
-    check_task_fields([TASK], SPECS)
-    code = RewardSpec(grader="python_tests")
-    with pytest.raises(DataError, match=r"d.jsonl:7: field 'tests': required by grader 'python_tests'"):
-        check_task_fields([TASK], [code])
-    # Plugin graders declare nothing here, so nothing is required up front.
-    check_task_fields([TASK], [RewardSpec(grader="my_plugin")])
+def test_grade_items_carry_the_prompt() -> None:
+    items = grade_items(TASK, "4", SPECS)
+    assert all(i.fields["prompt"] == TASK.messages[-1]["content"] for i in items)
 
 
 class FakeGrader:
