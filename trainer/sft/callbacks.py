@@ -99,3 +99,24 @@ class RunLogCallback(TrainerCallback):
     def _say(self, text: str) -> None:
         if self.plain:
             print(text, file=sys.stderr, flush=True)
+
+
+class GenerationEvalCallback(TrainerCallback):
+    """Every `every` optimizer steps: held-out generation evaluation (trainer.sft.heldout) → an `eval` record."""
+
+    def __init__(self, evaluate: Any, log: RunLog, every: int) -> None:
+        self.evaluate = evaluate
+        self.log = log
+        self.every = every
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            record_generation_eval(self.evaluate, model, state.global_step, self.log)
+
+
+def record_generation_eval(evaluate: Any, model: Any, step: int, log: RunLog) -> dict[str, Any]:
+    metrics = evaluate(model, step)
+    log.note(f"[eval] step {step}: accuracy {metrics.get('eval/accuracy', float('nan')):.3f} (strict scorer)  "
+             f"format {metrics.get('eval/format_rate', float('nan')):.3f}  ({int(metrics.get('eval/samples', 0))} "
+             "tasks)")  # fmt: skip
+    return log.write("eval", step, metrics)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlvr.config import StrictModel, load_config
-from trainer.config import LoggingSection, ModelSection, OptimSection
+from trainer.config import GradersSection, LoggingSection, ModelSection, OptimSection
+from trainer.data import DataConfig
+from trainer.evaluate import DEFAULT_SCORERS, ScorerSpec
 
 
 class SFTDataSection(StrictModel):
@@ -48,14 +50,34 @@ class SFTTrainSection(StrictModel):
 
 
 class SFTEvalSection(StrictModel):
-    """Held-out loss during training (data.eval_path)."""
+    """Held-out evaluation: the loss on data.eval_path, and (with tasks) greedy answers to held-out tasks judged
+    through the grader service by the task's strict scorer and a format regex."""
 
     every: int = Field(default=0, ge=0)
     """Evaluate every N optimizer steps (0: only before and after training)."""
     at_start: bool = True
-    """Held-out loss of the initial model (the baseline the run must beat)."""
+    """Evaluate the initial model too (the baseline the run must beat)."""
     batch_size: int = Field(default=16, ge=1)
-    """Examples per evaluation forward pass."""
+    """Examples per evaluation forward pass (loss) or generation batch."""
+    tasks: DataConfig | None = None
+    """Held-out tasks for generation: a prompt source as in GRPO's [data] (its held-out split is used, e.g.
+    reasoning_gym with eval_size); None: loss only."""
+    scorer: ScorerSpec | None = None
+    """Strict scorer of eval/accuracy: a grader name or {grader, field_map, fields}; None: the source's canonical
+    checker (trainer.evaluate.DEFAULT_SCORERS). Never a training reward."""
+    format_pattern: str | None = None
+    """Regex the whole answer must match (regex grader, fullmatch, dot matches newline): eval/format_rate."""
+    max_tokens: int = Field(default=128, ge=1)
+    """Completion limit of held-out generation."""
+    size: int | None = Field(default=None, ge=1)
+    """Generate for the first N held-out tasks only."""
+    examples: int = Field(default=3, ge=0)
+    """Held-out prompt → answer → verdict lines logged at each evaluation (all go to eval_samples.jsonl)."""
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _scorer_by_name(cls, value: object) -> object:
+        return {"grader": value} if isinstance(value, str) else value
 
 
 class SFTCheckpointSection(StrictModel):
@@ -95,6 +117,8 @@ class SFTConfig(StrictModel):
     """Resumable checkpoints."""
     output: SFTOutputSection = Field(default_factory=lambda: SFTOutputSection())
     """Final model directory."""
+    graders: GradersSection = Field(default_factory=lambda: GradersSection())
+    """Grader service of the held-out generation evaluation (started here unless an address is given)."""
     logging: LoggingSection = Field(default_factory=lambda: LoggingSection())
     """TensorBoard and progress display."""
     report_every: int = Field(default=1, ge=1)
@@ -108,6 +132,12 @@ class SFTConfig(StrictModel):
                 "attend to each other (the machine has no varlen attention kernel), so the loss would not be the "
                 "per-example loss. Leave it false; batches are padded per batch instead."
             )
+        if self.eval.tasks is not None and self.eval.scorer is None:
+            default = DEFAULT_SCORERS.get(self.eval.tasks.source)
+            if default is None:
+                raise ValueError(f"eval.scorer: required for eval.tasks.source = {self.eval.tasks.source!r} (the "
+                                 "strict checker of held-out accuracy, e.g. \"math\")")  # fmt: skip
+            self.eval.scorer = ScorerSpec(grader=default)
         return self
 
 

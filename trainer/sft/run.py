@@ -36,6 +36,10 @@ class SFTSummary:
     model_dir: Path
     first_eval_loss: float | None
     last_eval_loss: float | None
+    first_accuracy: float | None = None
+    last_accuracy: float | None = None
+    first_format_rate: float | None = None
+    last_format_rate: float | None = None
 
 
 def _prepare_run_dir(cfg: SFTConfig, resume: bool) -> tuple[Path, Path | None]:
@@ -141,8 +145,14 @@ def run_sft(cfg: SFTConfig, resume: bool = False, skip_check: bool = False) -> S
 
     from trainer.metrics import RunLog, read_records
     from trainer.policy import resolve_model_path
-    from trainer.sft.callbacks import CompleteCheckpoints, RunLogCallback
+    from trainer.sft.callbacks import (
+        CompleteCheckpoints,
+        GenerationEvalCallback,
+        RunLogCallback,
+        record_generation_eval,
+    )
     from trainer.sft.export import export_model
+    from trainer.sft.heldout import GenerationEval
 
     run_dir, ckpt = _prepare_run_dir(cfg, resume)
     base_path = resolve_model_path(cfg.model.path)
@@ -160,26 +170,47 @@ def run_sft(cfg: SFTConfig, resume: bool = False, skip_check: bool = False) -> S
                      progress="off", elapsed_offset=float(records[-1]["elapsed_s"]) if records else 0.0,
                      eval_offset=float(records[-1]["elapsed_s"] - records[-1]["training_s"]) if records else 0.0,
                      show=False)  # fmt: skip
+    gen_eval = GenerationEval(cfg, run_dir, tok) if cfg.eval.tasks is not None else None
+    callbacks: list[Any] = [RunLogCallback(run_log, cfg.train.steps or 0, plain),
+                            CompleteCheckpoints(run_dir / CHECKPOINTS, cfg.checkpoint.keep_last)]  # fmt: skip
+    if gen_eval is not None:
+        callbacks.append(GenerationEvalCallback(gen_eval, run_log, cfg.eval.every))
     trainer = SFTTrainer(
         model=model, args=_args(cfg, run_dir, eval_ds is not None), train_dataset=train_ds, eval_dataset=eval_ds,
-        processing_class=tok,
-        callbacks=[RunLogCallback(run_log, cfg.train.steps or 0, plain),
-                   CompleteCheckpoints(run_dir / CHECKPOINTS, cfg.checkpoint.keep_last)],
+        processing_class=tok, callbacks=callbacks,
     )  # fmt: skip
     # TRL's own log printer duplicates our progress lines (its tqdm bar stays on a terminal).
     trainer.remove_callback(PrinterCallback)
     try:
-        if eval_ds is not None and cfg.eval.at_start and ckpt is None:
-            trainer.evaluate()
+        if cfg.eval.at_start and ckpt is None:
+            if eval_ds is not None:
+                trainer.evaluate()
+            if gen_eval is not None:
+                record_generation_eval(gen_eval, trainer.model, 0, run_log)
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         if eval_ds is not None:
             trainer.evaluate()
+        if gen_eval is not None:
+            record_generation_eval(gen_eval, trainer.model, trainer.state.global_step, run_log)
         model_dir = export_model(trainer.model, tok, cfg, base_path, run_dir / "model")
     finally:
         run_log.close()
-    evals = [r["eval/loss"] for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
-    summary = SFTSummary(run_dir, trainer.state.global_step, model_dir, evals[0] if evals else None,
-                         evals[-1] if evals else None)  # fmt: skip
+        if gen_eval is not None:
+            gen_eval.close()
+    return _summary(run_dir, trainer.state.global_step, model_dir)
+
+
+def _summary(run_dir: Path, steps: int, model_dir: Path) -> SFTSummary:
+    from trainer.metrics import read_records
+
+    records = [r for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
+
+    def series(key: str) -> tuple[float | None, float | None]:
+        vals = [r[key] for r in records if r.get(key) is not None]
+        return (vals[0], vals[-1]) if vals else (None, None)
+
+    loss, acc, fmt = series("eval/loss"), series("eval/accuracy"), series("eval/format_rate")
+    summary = SFTSummary(run_dir, steps, model_dir, loss[0], loss[1], acc[0], acc[1], fmt[0], fmt[1])
     (run_dir / "summary.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
                                                       for k, v in summary.__dict__.items()}, indent=1))  # fmt: skip
     return summary
