@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from trainer.datacheck.rows import parse_line
-from trainer.sft.encode import TemplateError, encode_rows
+from trainer.sft.encode import TemplateError, _spans_chat, _spans_sentinel, encode_rows
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,17 @@ def test_template_that_rewrites_content_is_refused(tok: Any) -> None:
     with pytest.raises(TemplateError, match="changes the text of assistant turn 1"):
         msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "abc"}]
         encode_rows(tok, rows({"messages": msgs}), chat_template=upper)
+
+
+def test_one_render_fast_path_equals_the_per_turn_renders(tok: Any) -> None:
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "say 8"},
+            {"role": "assistant", "content": "8"}, {"role": "user", "content": "8 again"},
+            {"role": "assistant", "content": "8\nAnswer: 8"}]  # fmt: skip
+    assert _spans_sentinel(tok, msgs, None) == _spans_chat(tok, msgs, None)
+    # A generation prompt the rendered turn does not start with: the fast path would not notice, the per-turn
+    # renders do, and encode_rows refuses rather than mask the wrong tokens.
+    think = tok.chat_template.replace("{{ '<|im_start|>assistant\n' }}", "{{ '<|im_start|>assistant\n<think>' }}")
+    with pytest.raises(TemplateError, match="renders turn 2 differently"):
+        _spans_chat(tok, msgs[:3], think)
+    with pytest.raises(TemplateError):
+        encode_rows(tok, rows({"messages": msgs[1:3]}), chat_template=think)
