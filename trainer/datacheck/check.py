@@ -55,15 +55,17 @@ def run_check(
                     near_duplicate_threshold=threshold, model=model_name, eval_path=eval_path)  # fmt: skip
     dups = exact_duplicates(rows, findings)
     conflicting_duplicates(rows, findings, skip=dups)
-    near_duplicates(rows, findings, skip=findings.error_lines(), threshold=threshold)
+    # Word ids of every message, once, for both the shingles and the held-out n-grams (one vocabulary).
+    vocab = Vocab()
+    words = {r.line: [vocab.ids(m["content"]) for m in r.messages] for r in rows}
+    near_duplicates(rows, findings, skip=findings.error_lines(), threshold=threshold, words=words)
     if eval_path is not None:
-        vocab = Vocab()
         try:
             held = load_held_out(eval_path, vocab)
         except HeldOutError as e:
             raise CheckUsageError(str(e)) from None
         report.held_out_rows, report.boilerplate_ignored = held.rows, held.ignored
-        contamination(rows, findings, held, vocab, skip=findings.error_lines())
+        contamination(rows, findings, held, vocab, skip=findings.error_lines(), words=words)
     if tokenizer is not None:
         from trainer.sft.encode import TemplateError
 

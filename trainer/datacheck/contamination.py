@@ -122,15 +122,18 @@ def _match(ids: list[int], held: HeldOut) -> tuple[tuple[int, ...], int] | None:
     return None
 
 
-def contamination(rows: list[Row], findings: Findings, held: HeldOut, vocab: Vocab, skip: set[int]) -> None:
-    """Report every training row that overlaps the held-out set (with the shared text and held-out line)."""
-    words = vocab.words()
+def contamination(
+    rows: list[Row], findings: Findings, held: HeldOut, vocab: Vocab, skip: set[int], words: dict[int, list[list[int]]]
+) -> None:
+    """Report every training row that overlaps the held-out set (with the shared text and held-out line).
+    words: line → word ids of each message, from the vocab the held-out set was read with."""
+    names = vocab.words()
     for r in rows:
         if r.line in skip:
             continue
-        for m in r.messages:
-            hit = _match(vocab.known_ids(m["content"]), held)
+        for m, ids in zip(r.messages, words[r.line], strict=True):
+            hit = _match(ids, held)
             if hit is not None:
-                text = " ".join(words.get(t, "?") for t in hit[0])
+                text = " ".join(names.get(t, "?") for t in hit[0])
                 findings.add("contamination", r.line, f"{m['role']} text shares {text!r} with held-out line {hit[1]}")
                 break

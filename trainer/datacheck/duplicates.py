@@ -13,7 +13,7 @@ import json
 import re
 from collections import defaultdict
 
-from trainer.datacheck.ngrams import Vocab, ngram_hashes
+from trainer.datacheck.ngrams import ngram_hashes
 from trainer.datacheck.problems import Findings
 from trainer.datacheck.rows import Row
 
@@ -69,13 +69,15 @@ def conflicting_duplicates(rows: list[Row], findings: Findings, skip: set[int]) 
                          f"{answers[other.line]!r}")  # fmt: skip
 
 
-def near_duplicates(rows: list[Row], findings: Findings, skip: set[int], threshold: float) -> None:
-    """Report rows whose shingles are >= threshold similar (estimated Jaccard) to an earlier kept row."""
+def near_duplicates(
+    rows: list[Row], findings: Findings, skip: set[int], threshold: float, words: dict[int, list[list[int]]]
+) -> None:
+    """Report rows whose shingles are >= threshold similar (estimated Jaccard) to an earlier kept row.
+    words: line → word ids of each message (ngrams.Vocab)."""
     from datasketch import MinHash, MinHashLSH
 
     todo = [r for r in rows if r.line not in skip]
-    vocab = Vocab()
-    shingles = [ngram_hashes(vocab.ids("\n".join(m["content"] for m in r.messages)), SHINGLE) for r in todo]
+    shingles = [ngram_hashes([t for ids in words[r.line] for t in ids], SHINGLE) for r in todo]
     # hashfunc=int: the shingles are already 32-bit hashes, which skips datasketch's per-item sha1.
     sketches = MinHash.bulk(shingles, num_perm=NUM_PERM, hashfunc=int)
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)

@@ -27,11 +27,6 @@ class Vocab:
         """id → word (to show a matched n-gram)."""
         return {v: k for k, v in self._ids.items()}
 
-    def known_ids(self, text: str) -> list[int]:
-        """Like ids() but without growing the vocabulary: unseen words map to -1 (they match nothing)."""
-        get = self._ids.get
-        return [get(w, -1) for w in _WORD.findall(text.lower())]
-
 
 def ngram_hashes(ids: list[int], n: int) -> set[int]:
     """32-bit hashes of every n-gram (the whole sequence when shorter than n)."""
