@@ -13,6 +13,8 @@ import json
 import re
 from collections import defaultdict
 
+import numpy as np
+
 from trainer.datacheck.ngrams import ngram_hashes
 from trainer.datacheck.problems import Findings
 from trainer.datacheck.rows import Row
@@ -81,15 +83,15 @@ def near_duplicates(
     # hashfunc=int: the shingles are already 32-bit hashes, which skips datasketch's per-item sha1.
     sketches = MinHash.bulk(shingles, num_perm=NUM_PERM, hashfunc=int)
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
-    kept: dict[int, MinHash] = {}
+    kept: dict[int, np.ndarray] = {}
     for r, m in zip(todo, sketches, strict=True):
-        match = None
-        for cand in lsh.query(m):
-            sim = m.jaccard(kept[cand])
-            if sim >= threshold and (match is None or sim > match[1]):
-                match = (cand, sim)
-        if match is not None:
-            findings.add("near_duplicate", r.line, f"~{match[1]:.2f} similar to line {match[0]}")
-        else:
-            lsh.insert(r.line, m)
-            kept[r.line] = m
+        cands = lsh.query(m)
+        if cands:
+            # The estimate for all candidates at once (what MinHash.jaccard computes one pair at a time).
+            sims = (np.stack([kept[c] for c in cands]) == m.hashvalues).mean(axis=1)
+            best = int(sims.argmax())
+            if sims[best] >= threshold:
+                findings.add("near_duplicate", r.line, f"~{sims[best]:.2f} similar to line {cands[best]}")
+                continue
+        lsh.insert(r.line, m)
+        kept[r.line] = m.hashvalues
