@@ -10,7 +10,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from trainer.sft.config import load_sft_config
+from trainer.sft.config import SFTConfig
 from trainer.sft.run import run_sft
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,13 +22,15 @@ def test_short_sft_raises_format_adherence_and_teaches_stopping(tmp_path: Path, 
     train.write_text("\n".join(rows) + "\n")
     example = tomllib.loads((ROOT / "examples/sft_arith.toml").read_text())
     tasks = dict(example["eval"]["tasks"], eval_size=24)
-    overrides = [
-        f"run_dir='{tmp_path / 'run'}'", f"data.path='{train}'", "data.max_len=256", "model.threads=2",
-        "train.steps=12", "train.batch_size=8", "optim.lr=1e-4", "optim.warmup_steps=2", "eval.every=0",
-        "eval.batch_size=24", "eval.max_tokens=48", "eval.examples=2", "logging.tensorboard=false",
-        "eval.tasks=" + json.dumps(tasks), "eval.format_pattern=" + json.dumps(example["eval"]["format_pattern"]),
-    ]  # fmt: skip
-    summary = run_sft(load_sft_config(None, overrides))
+    cfg = SFTConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "model": {"path": "base", "finetune": "full", "threads": 2},
+        "data": {"path": str(train), "max_len": 256},
+        "train": {"steps": 12, "batch_size": 8}, "optim": {"lr": 1e-4, "warmup_steps": 2},
+        "eval": {"every": 0, "batch_size": 24, "max_tokens": 48, "examples": 2, "tasks": tasks,
+                 "format_pattern": example["eval"]["format_pattern"]},
+        "logging": {"tensorboard": False},
+    })  # fmt: skip
+    summary = run_sft(cfg)
     assert summary.first_format_rate is not None and summary.last_format_rate is not None
     assert summary.last_format_rate >= summary.first_format_rate + 0.3, summary
     assert summary.last_format_rate >= 0.6, summary
