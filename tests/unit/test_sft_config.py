@@ -69,3 +69,26 @@ def test_arith_example_prompt_is_the_grpo_example_prompt() -> None:
     assert grpo["data"]["template"] == mod.TEMPLATE and grpo["data"]["rg_config"] == mod.RG_CONFIG
     first = json.loads((ROOT / "examples/data/arith_sft.jsonl").read_text().splitlines()[0])
     assert first["messages"][0]["content"].endswith(mod.TEMPLATE.split("{question}")[1])
+
+
+def test_cli_modules_import_no_heavy_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, trainer.sft.cli, trainer.datacheck.cli; "
+            "print([m for m in ('torch', 'transformers', 'trl', 'datasketch') if m in sys.modules])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_only_marked_checkpoints_count(tmp_path: Path) -> None:
+    from trainer.sft.callbacks import MARKER, latest_complete, remove_incomplete
+
+    for step, done in ((2, True), (4, True), (6, False)):  # 6: a save killed before its marker
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "trainer_state.json").write_text("{}")
+        if done:
+            (d / MARKER).write_text(f"{step}\n")
+    assert latest_complete(tmp_path) == tmp_path / "checkpoint-4"
+    assert remove_incomplete(tmp_path) == [tmp_path / "checkpoint-6"] and not (tmp_path / "checkpoint-6").exists()
