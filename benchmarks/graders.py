@@ -1,8 +1,8 @@
 """Grader throughput, side by side on the same 200 programs (run: .venv/bin/python benchmarks/graders.py).
 
 * pool:   python_tests through the gRPC service with the warm Docker container pool
-* bare:   the same harness + program as a plain local subprocess (no isolation at all)
-* cold:   the same harness + program in a fresh `docker run --rm` per program (sampled, extrapolated)
+* bare:   the same judge + program as plain local subprocesses (no isolation at all)
+* cold:   the same judge + program in a fresh `docker run --rm` per program (sampled, extrapolated)
 * math:   math-verify grades through the service
 Targets on a 2-core machine: pool >= 10x cold, pool >= 0.5x bare, math >= 200 grades/s."""
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import marshal
-import secrets
 import subprocess
 import sys
 import time
@@ -21,12 +19,12 @@ from pathlib import Path
 # This file is named like the package it measures: put the repository first, not benchmarks/.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from graders.asserts import prepare  # noqa: E402
-from graders.builtin.python_tests import HARNESS_SRC  # noqa: E402
 from graders.client import GraderClient  # noqa: E402
+from graders.python_tests.grader import JUDGE_SRC, PROGRAM_SRC, job_for  # noqa: E402
+from graders.python_tests.prepare import prepare  # noqa: E402
+from graders.python_tests.verdict import decide  # noqa: E402
 from graders.sandbox.base import SANDBOX_ENV, RunResult  # noqa: E402
 from graders.types import GradeItem, GradeStatus  # noqa: E402
-from graders.verdict import decide  # noqa: E402
 from rlvr.procs import ServiceProcess  # noqa: E402
 
 IMAGE = "rlvr-sandbox:bookworm-1"
@@ -44,24 +42,31 @@ def programs(n: int) -> list[GradeItem]:
     return items
 
 
-def payload_for(item: GradeItem) -> tuple[bytes, bytes, object]:
-    tests = prepare(item.fields["tests"], item.fields["entry_point"])
-    key = secrets.token_bytes(32)
-    data = marshal.dumps({"key": key.hex(), "code": item.completion, "units": tests.sources,
-                          "entry_point": item.fields["entry_point"], "test_imports": tests.imports})
-    return key, data, tests
+# Judge and program as two processes joined by pipes, in one process tree (no uid separation: the bare and
+# cold baselines measure start-up costs, not isolation).
+LAUNCH = """
+import os, subprocess, sys
+job = sys.stdin.buffer.read()
+a_r, a_w = os.pipe(); b_r, b_w = os.pipe()
+subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", sys.argv[1]], stdin=a_r, stdout=b_w)
+os.close(a_r); os.close(b_w)
+j_r, j_w = os.pipe(); os.write(j_w, job); os.close(j_w); os.dup2(j_r, 0)
+source, sys.argv = sys.argv[2], ["-c", str(a_w), str(b_r)]
+exec(compile(source, "<judge>", "exec"), {"__name__": "__main__"})
+"""
 
 
 def run_local(argv: list[str], item: GradeItem) -> bool:
-    key, data, tests = payload_for(item)
+    tests = prepare(item.fields["tests"], item.fields["entry_point"])
+    job = job_for(item.completion, tests, item.fields["entry_point"], 60, 1_000_000)
     start = time.monotonic()
-    proc = subprocess.run(argv, input=data, capture_output=True, timeout=60)
-    run = RunResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
-    return decide(run, key, tests, 60).status is GradeStatus.PASSED  # type: ignore[arg-type]
+    proc = subprocess.run([*argv, PROGRAM_SRC, JUDGE_SRC], input=job, capture_output=True, timeout=60)
+    run = RunResult(proc.returncode, b"", proc.stderr, time.monotonic() - start, judge_output=proc.stdout)
+    return decide(run, tests, 60).status is GradeStatus.PASSED
 
 
 def bare_argv() -> list[str]:
-    return ["/usr/bin/python3", "-I", "-S", "-B", "-c", HARNESS_SRC]
+    return ["/usr/bin/python3", "-I", "-S", "-B", "-c", LAUNCH]
 
 
 def cold_argv() -> list[str]:
@@ -69,7 +74,8 @@ def cold_argv() -> list[str]:
     return ["docker", "run", "--rm", "-i", "--network", "none", "--read-only", "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges", "--pids-limit", "64", "--memory", "280m", "--memory-swap", "280m",
             "--cpus", "1", "--user", "10001:10001", "--tmpfs", "/work:size=64m,uid=10001,gid=10001,noexec",
-            "--label", "rlvr.sandbox=1", *env, IMAGE, "python3", "-I", "-S", "-B", "-c", HARNESS_SRC]
+            "--log-driver", "none", "--label", "rlvr.sandbox=1", *env, IMAGE, "python3", "-I", "-S", "-B", "-c",
+            LAUNCH]
 
 
 def timed_local(argv: list[str], items: list[GradeItem], workers: int) -> tuple[float, int]:

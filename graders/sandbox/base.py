@@ -63,10 +63,30 @@ class RunResult:
     timed_out: bool = False
     oom_killed: bool = False
     output_exceeded: bool = False
+    judge_output: bytes | None = None
+    """What the judge wrote (runs with a Judge only); None when the judge gave nothing."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A trusted process that runs next to the program, as another uid the program cannot signal, trace or
+    re-limit, and that talks to it instead of the host: it writes the program's stdin and reads its stdout.
+
+    `source` runs as `python3 -c source TO_FD FROM_FD` (the fds of the program's stdin and stdout pipes); it
+    reads `stdin` on fd 0 and its result goes to fd 1 (RunResult.judge_output). The program's stderr comes back
+    as RunResult.stderr. A grader with trusted checking logic (tests, expected output) puts it here."""
+
+    source: str
+    stdin: bytes
 
 
 class SandboxError(RuntimeError):
     """The sandbox itself failed (engine gone, container lost): an infrastructure error, not a verdict."""
+
+
+class SandboxLost(SandboxError):
+    """The container (or the judge's runner) died while a program ran: the program may have caused it, so the
+    grader decides (python_tests grades again once, then calls it the program's runtime error)."""
 
 
 class Sandbox(Protocol):
@@ -74,8 +94,9 @@ class Sandbox(Protocol):
 
     async def start(self) -> None: ...
 
-    async def run(self, argv: list[str], stdin: bytes, limits: ExecLimits) -> RunResult:
-        """Run argv (inside the sandbox, cwd /work) feeding stdin; never raises for the program's faults."""
+    async def run(self, argv: list[str], stdin: bytes, limits: ExecLimits, judge: Judge | None = None) -> RunResult:
+        """Run argv (inside the sandbox, cwd /work) feeding stdin, or talking to `judge`; never raises for the
+        program's faults except SandboxLost."""
         ...
 
     async def close(self) -> None: ...

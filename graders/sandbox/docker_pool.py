@@ -1,17 +1,23 @@
 """Docker sandbox: a pool of warm, locked-down containers, each running graders/sandbox/runner_main.py as
 PID 1 and executing one program at a time. Each program's process is forked by the container's pristine
 zygote (graders/sandbox/zygote_main.py: an interpreter that never runs untrusted code), so a
-`python3 -I -S -B -c` program such as the python_tests harness costs a fork, not an interpreter start-up.
+`python3 -I -S -B -c` program such as python_tests' program side costs a fork, not an interpreter start-up.
+A run with a Judge (graders/sandbox/base.py) also forks the judge, as uid 10000, from PID 1.
 
 Every container has no network (network_mode none), a read-only root, a size- and inode-capped noexec
-tmpfs at /work owned by uid 10001, runs as 10001:10001 with all capabilities dropped and no-new-privileges,
-a pids limit, memory with swap equal to it, a CPU quota, no host environment and no mounts of the host
-(so no docker socket). After each program the runner kills every other process and wipes every writable
+tmpfs at /work owned by uid 10001, no log output (log driver none), PID 1 as root with only CAP_SETUID,
+CAP_SETGID, CAP_KILL and CAP_SETPCAP, every program as uid 10001 with no capabilities (bounding set empty
+too), no-new-privileges, a seccomp
+filter refusing io_uring (on top of Docker's profile), a pids limit, memory with swap equal to it, a CPU
+quota, no host environment and no mounts of the host (so no docker socket). /proc/self/mountinfo still
+shows the overlay's host paths (layer ids; Docker cannot mask a per-process /proc file cheaply):
+documented, not hidden. After each program the runner kills every other process and wipes every writable
 place; a container that does not come back clean (a leftover process or file, a zygote that was killed,
-stopped or re-limited, a runner whose rlimits or priority changed), hits the wall-clock deadline (the host
-kills the whole container), loses its runner or changes limits it cannot change live is discarded and
-replaced in the background. Containers carry the labels `rlvr.sandbox=1` and
-`rlvr.sandbox.instance=<id>`, and are reaped at start-up (those of dead servers) and at exit."""
+stopped or re-limited), hits the wall-clock deadline (the host kills the whole container), loses its
+runner or changes limits it cannot change live is discarded and replaced in the background. A runner lost
+in the middle of a program is SandboxLost (the grader decides what it means for the program). Containers
+carry the labels `rlvr.sandbox=1` and `rlvr.sandbox.instance=<id>`, and are reaped at start-up (those of
+dead servers) and at exit."""
 
 from __future__ import annotations
 
@@ -31,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graders.sandbox.base import SANDBOX_ENV, ExecLimits, RunResult, SandboxError
+from graders.sandbox.base import SANDBOX_ENV, ExecLimits, Judge, RunResult, SandboxError, SandboxLost
 
 log = logging.getLogger(__name__)
 
 LABEL = "rlvr.sandbox"
-RUNNER_SRC = (Path(__file__).parent / "runner_main.py").read_text()
+RUNNER_SRC = "\n\n".join((Path(__file__).parent / n).read_text() for n in ("runner_io.py", "runner_main.py"))
 ZYGOTE_SRC = (Path(__file__).parent / "zygote_main.py").read_text()
 # The runner's and the zygote's interpreters share the container's memory cgroup (the zygote's pages are
 # shared copy-on-write with each program's process, which no longer pays for its own interpreter start-up).
@@ -127,8 +133,12 @@ class DockerPool:
             network_mode="none",
             read_only=True,
             tmpfs={"/work": f"size={d.disk_mb}m,nr_inodes=4096,uid=10001,gid=10001,mode=0700,noexec,nosuid,nodev"},
+            # PID 1 is root with only these (it forks the zygote as 10001 and a judge as 10000, and kills them);
+            # every program is uid 10001 with none, under no-new-privileges
             cap_drop=["ALL"],
+            cap_add=["SETUID", "SETGID", "KILL", "SETPCAP"],
             security_opt=["no-new-privileges"],
+            log_config=docker.types.LogConfig(type="none"),  # hygiene: nothing a program prints lands on disk
             pids_limit=d.pids,
             mem_limit=mem,
             memswap_limit=mem,
@@ -145,8 +155,8 @@ class DockerPool:
         created = self.client.api.create_container(
             self.image,
             command=["python3", "-I", "-S", "-B", "-c", RUNNER_SRC, ZYGOTE_SRC],
-            user="10001:10001",
-            working_dir="/work",
+            user="0:0",
+            working_dir="/",  # /work is 0700 of uid 10001; the runner (root, no DAC caps) cannot enter it
             environment=SANDBOX_ENV,
             labels=self.labels,
             stdin_open=True,
@@ -203,6 +213,10 @@ class DockerPool:
 
     async def close(self) -> None:
         self._closed = True
+        # A refill that is creating a container finishes first (it removes what it made once closed): cancelling
+        # it would leave the container its thread is still creating behind, after the removal below.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=30)
         for task in list(self._tasks):
             task.cancel()
         await self._call(self._remove_all_sync)
@@ -286,13 +300,15 @@ class DockerPool:
         data = {"Memory": size, "MemorySwap": size, "NanoCpus": nano_cpus}
         api._raise_for_status(api._post_json(api._url("/containers/{0}/update", cid), data=data))
 
-    async def run(self, argv: list[str], stdin: bytes, limits: ExecLimits) -> RunResult:
+    async def run(self, argv: list[str], stdin: bytes, limits: ExecLimits, judge: Judge | None = None) -> RunResult:
         if self._closed:
             raise SandboxError("sandbox is closed")
         box = await self._take()
         start = time.monotonic()
-        request = {"argv": argv, "stdin": base64.b64encode(stdin).decode(), "env": SANDBOX_ENV,
-                   "output_bytes": limits.output_bytes}
+        request: dict[str, Any] = {"argv": argv, "stdin": base64.b64encode(stdin).decode(), "env": SANDBOX_ENV,
+                                   "output_bytes": limits.output_bytes}
+        if judge is not None:
+            request["judge"] = {"source": judge.source, "input": base64.b64encode(judge.stdin).decode()}
         try:
             box = await self._fit(box, limits)
             start = time.monotonic()
@@ -305,7 +321,7 @@ class DockerPool:
             self._discard(box)
             if oom:
                 return RunResult(None, b"", b"", time.monotonic() - start, signal=9, oom_killed=True)
-            raise SandboxError(f"sandbox container lost: {e}") from e
+            raise SandboxLost(f"sandbox container lost: {e}") from e
         except BaseException:
             self._discard(box)  # cancelled mid-run: the container's state is unknown
             raise
@@ -313,7 +329,7 @@ class DockerPool:
             log.warning("discarding sandbox container: %s", reply.get("error") or reply.get("dirty"))
             self._discard(box)
             if "error" in reply:
-                raise SandboxError(f"sandbox runner failed: {reply['error']}")
+                raise SandboxLost(f"sandbox runner failed: {reply['error']}")
         else:
             self._ready.put_nowait(box)
         return RunResult(
@@ -324,6 +340,7 @@ class DockerPool:
             signal=reply["signal"],
             oom_killed=bool(reply["oom"]),
             output_exceeded=bool(reply["output_exceeded"]),
+            judge_output=base64.b64decode(reply["judge"]) if reply.get("judge") is not None else None,
         )
 
     def _container_oom(self, cid: str) -> bool:

@@ -1,26 +1,28 @@
-"""The warm container's PID 1 (runs INSIDE the sandbox as uid 10001; this file is sent as `python3 -c`, with the
-zygote's source, graders/sandbox/zygote_main.py, as its first argument).
+"""The warm container's PID 1 (runs INSIDE the sandbox as root with only CAP_SETUID, CAP_SETGID, CAP_KILL and
+CAP_SETPCAP, the last to empty the bounding set of everything it starts;
+sent as `python3 -c <runner_io.py + this file>`, with the zygote's source as its first argument).
 
-It starts the pristine zygote (a `python3 -I -S -B` that has imported what the harness needs and never runs
-untrusted code), then reads one framed request at a time from the container's stdin (the host's attach
-socket). Per program it makes three pipes, hands the child's ends to the zygote (SCM_RIGHTS over a private
-socketpair), which forks the program's process from its untouched state; the runner itself writes stdin
-(the harness's payload and HMAC key: the zygote never sees it), caps stdout+stderr, and gets the exit
-status from the zygote. Then it RESETS the container before answering: the zygote sends SIGKILL to every
-other process (kill(-1) spares only itself and PID 1), the runner reaps the orphans, wipes /work, /dev/shm,
-/dev/mqueue and System V IPC, and re-checks: no process but the zygote, nothing left in those places, and
-the runner's and the zygote's rlimits, nice value, scheduling policy, CPU affinity and I/O priority as they
-were at start (a program of the same uid may lower them with prlimit/setpriority/sched_*/ioprio_set, and
-children would inherit them). The answer carries `dirty`; the host discards a container that is not clean,
-so no file or process of one graded program can reach the next. A zygote that dies, stops or stops
-answering (a program may signal it: same uid) makes the runner take over (it becomes the program's parent,
-kills everything itself) and the container dirty; if the zygote had already reaped the program, its exit
-status is lost and reported as SIGKILL (the python_tests verdict comes from the authenticated report anyway).
+It never runs program code. It starts the pristine zygote (graders/sandbox/zygote_main.py) as uid 10001, the
+uid of every program, then reads one framed request at a time from the container's stdin (the host's attach
+socket). Per program it makes the pipes, hands the program's ends to the zygote (SCM_RIGHTS), which forks the
+program from its untouched state; with a Judge it also forks the judge (runner_io.py, uid 10000) and
+wires the program's stdin/stdout to it. It writes stdin (or the judge's input), caps the program's output,
+and gets the exit status from the zygote. Then it RESETS the container before answering: every other
+process is killed (the zygote's kill(-1) as uid 10001, then the runner's own as root), /work, /dev/shm,
+/dev/mqueue and System V IPC are wiped (with the program's effective uid: no DAC capability needed), and it
+re-checks that no process but the zygote is left, nothing is left in those places, and the zygote's
+rlimits, nice value, scheduling policy, CPU affinity and I/O priority are as they were (a program of its uid
+may change them and later children would inherit them). The answer carries `dirty`; the host discards a
+container that is not clean. A zygote that dies, stops or stops answering makes the runner take over (it
+becomes the program's parent) and the container dirty.
 
-The runner and the zygote are non-dumpable, so programs of the same uid can neither ptrace them nor open
-/proc/<pid>/mem or /proc/<pid>/fd. PID 1 ignores every signal sent from inside its PID namespace unless it
-has a handler, so the runner resets Python's SIGINT handler to the default (otherwise a program's
-kill(1, SIGINT) would crash it). The wall-clock limit is the host's: it kills the whole container.
+The program cannot signal, prlimit, renice or trace PID 1 (another uid, no capabilities; PID 1 also ignores
+signals it has no handler for, so the runner keeps SIGINT at its default). The runner and the zygote are
+non-dumpable. The wall-clock limit is the host's: it kills the whole container.
+
+Not removed, documented: the PID counter and the System V IPC id counters of a container continue from one
+program to the next (a program can see how many processes or IPC objects earlier programs of the same
+container made: a few bits of channel between consecutive programs; nothing of a verdict depends on them).
 
 Frames are a 4-byte big-endian length followed by JSON."""
 
@@ -30,8 +32,6 @@ import ctypes
 import json
 import marshal
 import os
-import resource
-import selectors
 import signal
 import socket
 import struct
@@ -39,10 +39,15 @@ import subprocess
 import sys
 import time
 
+if __name__ != "__main__":  # imported on the host (type checks); in the sandbox runner_io.py's text precedes
+    from graders.sandbox.runner_io import drop_to, fork_judge, pump, pump_judged
+
 WIPE_DIRS = ("/work", "/dev/shm", "/dev/mqueue")
 OOM_CONTROL = "/sys/fs/cgroup/memory/memory.oom_control"
 PR_SET_DUMPABLE = 4
 ZYGOTE_OK_STATES = ("S", "R", "D")  # anything else (stopped, traced, zombie, gone) means it was tampered with
+PROGRAM_UID = 10001  # the zygote and every program
+JUDGE_UID = 10000  # a Judge: trusted, and out of the program's reach (another uid, no caps either)
 
 
 def read_exact(fd, n):
@@ -104,9 +109,10 @@ ZYGOTE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE")
 
 
 def process_settings(pid):
-    """What a program of the same uid could change about another process and its future children."""
-    limits = tuple(resource.prlimit(pid, getattr(resource, name)) for name in sorted(dir(resource))
-                   if name.startswith("RLIMIT_"))
+    """What a program of the zygote's uid could change about it and its future children (read through /proc:
+    prlimit() on another uid's process needs CAP_SYS_RESOURCE, which the runner does not have)."""
+    with open(f"/proc/{pid}/limits") as f:
+        limits = f.read()
     ioprio = LIBC.syscall(IOPRIO_GET, 1, pid) if IOPRIO_GET else None
     return (limits, os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid),
             sorted(os.sched_getaffinity(pid)), ioprio)
@@ -120,6 +126,19 @@ def proc_state(pid):
         return "gone"
 
 
+@contextlib.contextmanager
+def as_program_uid():
+    """Act with the program's effective uid/gid (only while no program process is alive). The real and saved
+    uid stay 0, so nothing of uid 10001 can signal the runner meanwhile, and euid 0 comes back with its caps."""
+    os.setresgid(-1, PROGRAM_UID, -1)
+    os.setresuid(-1, PROGRAM_UID, -1)
+    try:
+        yield
+    finally:
+        os.setresuid(-1, 0, -1)
+        os.setresgid(-1, 0, -1)
+
+
 class Zygote:
     """The runner's side of the socketpair to the zygote."""
 
@@ -128,7 +147,8 @@ class Zygote:
         env = {k: os.environ[k] for k in ZYGOTE_ENV_KEYS if k in os.environ}
         self.proc = subprocess.Popen(
             ["python3", "-I", "-S", "-B", "-c", source, str(theirs.fileno())], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), cwd="/work", env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), cwd="/",
+            env=env, preexec_fn=lambda: drop_to(PROGRAM_UID),  # the runner is single-threaded: safe here
         )
         theirs.close()
         self.pid = self.proc.pid
@@ -246,18 +266,21 @@ def reset():
         if not kill_all():
             return "processes survived SIGKILL"
     try:
-        for d in WIPE_DIRS:
-            if os.path.isdir(d):
-                wipe(d)
-        if sysv_ipc_used():
-            subprocess.run(["ipcrm", "--all"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=5, check=False)
-            reap()
+        with as_program_uid():  # the program's files and IPC objects are its uid's; the runner has no DAC caps
+            for d in WIPE_DIRS:
+                if os.path.isdir(d):
+                    wipe(d)
+            if sysv_ipc_used():
+                subprocess.run(["ipcrm", "--all"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=5, check=False)
+        reap()
     except Exception as e:
         return f"wipe failed: {type(e).__name__}: {e}"
     if not settle(child_pids()):
         return "processes reappeared"
-    if any(os.listdir(d) for d in WIPE_DIRS if os.path.isdir(d)):
+    with as_program_uid():
+        left = any(os.listdir(d) for d in WIPE_DIRS if os.path.isdir(d))
+    if left:
         return "files survived the wipe"
     if sysv_ipc_used():
         return "System V IPC objects survived"
@@ -299,83 +322,6 @@ def exit_status(pid, block):
     return os.waitstatus_to_exitcode(raw) if done else None
 
 
-def pump(pid, stdin_fd, out_fds, stdin_data, cap):
-    """Feed stdin, collect stdout/stderr up to cap bytes in total; stop early past the cap.
-
-    Returns (stdout, stderr, exceeded, status); status is the exit code (negative: signal), or None when the
-    program is still running (past the cap)."""
-    z = ZYGOTE
-    assert z is not None
-    sel = selectors.DefaultSelector()
-    out = {fd: bytearray() for fd in out_fds}
-    for fd in out_fds:
-        os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ)
-    pipes = set(out_fds)
-    view, pos = memoryview(stdin_data), 0
-    if stdin_data:
-        os.set_blocking(stdin_fd, False)
-        sel.register(stdin_fd, selectors.EVENT_WRITE)
-        pipes.add(stdin_fd)
-    else:
-        os.close(stdin_fd)
-    ctl = z.sock.fileno()
-    sel.register(ctl, selectors.EVENT_READ)
-    total, exceeded, exited_at, status = 0, False, None, None
-    while True:
-        events = sel.select(0.05)
-        for key, _ in events:
-            fd = key.fd
-            if fd == ctl:
-                sel.unregister(ctl)
-                try:
-                    msg = z.recv(0)
-                except OSError:
-                    msg = None
-                if msg and "status" in msg:
-                    status = msg["status"]
-                else:
-                    z.lose()
-            elif fd in out:
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(fd)
-                    pipes.discard(fd)
-                    continue
-                out[fd] += chunk
-                total += len(chunk)
-                if total > cap:
-                    exceeded = True
-            else:
-                try:
-                    pos += os.write(fd, view[pos:pos + 65536])
-                except (BrokenPipeError, BlockingIOError) as e:
-                    if isinstance(e, BrokenPipeError):
-                        pos = len(view)
-                if pos >= len(view):
-                    sel.unregister(fd)
-                    pipes.discard(fd)
-                    os.close(fd)
-        if exceeded:
-            break
-        if status is None and z.alive and not events and not z.healthy():
-            z.lose()  # stopped (or killed) by the program
-        if status is None and not z.alive:
-            status = exit_status(pid, block=False)
-        if status is not None:
-            exited_at = exited_at or time.monotonic()
-            # a daemonized grandchild may hold the pipes open: the program is over when its process is
-            if not (pipes - {stdin_fd}) or time.monotonic() - exited_at > 0.1:
-                break
-    sel.close()
-    if stdin_fd in pipes:
-        os.close(stdin_fd)
-    return bytes(out[out_fds[0]]), bytes(out[out_fds[1]]), exceeded, status
-
-
 def wait_status(pid):
     """The program's exit status, once its process has exited."""
     z = ZYGOTE
@@ -393,8 +339,57 @@ def wait_status(pid):
     return exit_status(pid, block=True)
 
 
+def run_judged(req, start, oom_before):
+    """The program talks to a judge (runner_io.py), not to the host; the host gets the judge's result."""
+    prog_in_r, prog_in_w = os.pipe()
+    prog_out_r, prog_out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = spawn(req, (prog_in_r, prog_out_w, err_w))
+    finally:
+        for fd in (prog_in_r, prog_out_w, err_w):
+            os.close(fd)
+    if pid is None:
+        for fd in (prog_in_w, prog_out_r, err_r):
+            os.close(fd)
+        raise RuntimeError("the sandbox zygote is unusable")
+    job_r, job_w = os.pipe()
+    result_r, result_w = os.pipe()
+    judge_pid = fork_judge(req["judge"]["source"], (job_r, result_w, prog_in_w, prog_out_r), JUDGE_UID)
+    for fd in (job_r, result_w, prog_in_w, prog_out_r):
+        os.close(fd)
+    try:
+        stderr, result, exceeded, status = pump_judged(ZYGOTE, job_w, base64.b64decode(req["judge"]["input"]),
+                                                       err_r, result_r, req["output_bytes"])
+    finally:
+        os.close(err_r)
+        os.close(result_r)
+    with contextlib.suppress(OSError):
+        os.kill(judge_pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(judge_pid, 0)
+    if status is None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)  # the judge is done: the program's server has nothing more to do
+        status = wait_status(pid)
+    dirty = reset()
+    return {
+        "exit": status if status >= 0 else None,
+        "signal": -status if status < 0 else None,
+        "stdout": "",
+        "stderr": base64.b64encode(stderr[: req["output_bytes"] + 1]).decode(),
+        "judge": None if result is None else base64.b64encode(result).decode(),
+        "output_exceeded": exceeded,
+        "oom": oom_kills() > oom_before,
+        "duration_s": time.monotonic() - start,
+        "dirty": dirty,
+    }
+
+
 def run_one(req):
     start = time.monotonic()
+    if req.get("judge"):
+        return run_judged(req, start, oom_kills())
     oom_before = oom_kills()
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -409,8 +404,8 @@ def run_one(req):
             os.close(fd)
         raise RuntimeError("the sandbox zygote is unusable")
     try:
-        stdout, stderr, exceeded, status = pump(pid, in_w, [out_r, err_r], base64.b64decode(req["stdin"]),
-                                                req["output_bytes"])
+        stdout, stderr, exceeded, status = pump(ZYGOTE, pid, in_w, [out_r, err_r], base64.b64decode(req["stdin"]),
+                                                req["output_bytes"], exit_status)
     finally:
         os.close(out_r)
         os.close(err_r)
@@ -459,5 +454,6 @@ def main():
 
 
 RUNNER_SETTINGS = None
-main()
-sys.exit(0)
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,11 +1,12 @@
 """The pristine zygote (runs INSIDE the sandbox; the runner starts it as `python3 -I -S -B -c <this file> <fd>`).
 
 Per program, a fresh interpreter start-up dominated the pool's cost. The zygote pays it once per container:
-it starts exactly like the harness's own `python3 -I -S -B -c` would, imports what the harness needs, and
+it starts exactly like a program's own `python3 -I -S -B -c` would, imports what python_tests' program
+side needs, and
 then only ever forks. It NEVER executes untrusted code and never sees a program's data: the runner (PID 1)
 hands it, over a private socketpair, only argv, the environment and the child's three pipe ends
-(SCM_RIGHTS); stdin (which carries the harness's per-run HMAC key) is written by the runner straight into
-the child's pipe, so no key ever exists in the zygote's memory. Each child is forked from that untouched
+(SCM_RIGHTS); the program's input is written by the runner or the judge straight into the child's pipe.
+Each child is forked from that untouched
 state and discarded after its one program, so no module state, global, file or thread of an earlier
 program can reach a later one.
 
@@ -15,9 +16,9 @@ Then, if argv is `python3 -I -S -B -c CODE [args]` (the zygote's own interpreter
 CODE in-process like `-c` would (fresh __main__, sys.argv, SystemExit/traceback/atexit/flush semantics);
 anything else is exec'd as usual. Not identical to a fresh interpreter: the str/bytes hash secret is the
 zygote's (random per container, since -I ignores PYTHONHASHSEED; it is no secret of the grading: the
-HMAC key comes from the host), the modules imported here are already in sys.modules (pristine, never
+verdict is decided by the judge, another uid), the modules imported here are already in sys.modules (pristine, never
 touched by untrusted code), and `random`, if imported later, seeds itself in the child (the zygote never
-imports it; os.urandom is the kernel's).
+imports it; os.urandom is the kernel's). Every program inherits the zygote's seccomp filter refusing io_uring.
 
 The zygote is visible to programs (same uid) but non-dumpable: no ptrace, /proc/<pid>/mem, /fd or
 environ. It can be signalled, stopped or have its rlimits/priority changed by a program; the runner
@@ -26,12 +27,16 @@ the other processes after each program (kill(-1) spares only itself and PID 1).
 
 Messages on the socketpair are marshal-encoded dicts (one per SOCK_SEQPACKET record)."""
 
-import _hashlib  # noqa: F401  (preloaded for the harness)
 import _signal  # noqa: F401
 import _socket
 import builtins
+import collections  # noqa: F401  (preloaded for the python_tests program side: graders/python_tests/wire.py)
 import ctypes
+import decimal  # noqa: F401
+import fractions  # noqa: F401
+import json  # noqa: F401
 import marshal
+import math  # noqa: F401
 import os
 import struct
 import sys
@@ -56,7 +61,23 @@ def exit_status(exc):
     return 1
 
 
-def run_code(argv):
+CODE_CACHE: dict = {}  # source -> code object, compiled here before the fork (the host's sources, never a program's)
+
+
+def compiled(source):
+    """The code object of a `-c` source, compiled once per container (compiling is not executing)."""
+    code = CODE_CACHE.get(source)
+    if code is None:
+        try:
+            code = compile(source, "<string>", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return None  # the child compiles again and reports it like python3 -c would
+        if len(CODE_CACHE) < 16:
+            CODE_CACHE[source] = code
+    return code
+
+
+def run_code(argv, code=None):
     """`python3 -I -S -B -c CODE args` in this (forked) interpreter."""
     main_mod = type(sys)("__main__")
     main_mod.__dict__.update({"__builtins__": builtins, "__annotations__": {},
@@ -66,7 +87,7 @@ def run_code(argv):
     sys.orig_argv = list(argv)
     status = 0
     try:
-        exec(compile(argv[5], "<string>", "exec", dont_inherit=True), main_mod.__dict__)
+        exec(code or compile(argv[5], "<string>", "exec", dont_inherit=True), main_mod.__dict__)
     except SystemExit as e:
         status = exit_status(e)
     except BaseException as e:
@@ -97,7 +118,7 @@ def run_code(argv):
     os._exit(status)
 
 
-def child(sock, fds, req, zygote_locale):
+def child(sock, fds, req, zygote_locale, code):
     """In the forked child: never returns."""
     try:
         os.setsid()
@@ -117,7 +138,7 @@ def child(sock, fds, req, zygote_locale):
         os.environ.update(env)
         same_locale = all(env.get(k) == zygote_locale.get(k) for k in LOCALE_VARS)
         if argv[:5] == PYTHON_C and len(argv) >= 6 and same_locale:
-            run_code(argv)
+            run_code(argv, code)
         os.execvpe(argv[0], argv, env)
     except BaseException as e:
         try:
@@ -169,9 +190,40 @@ def kill_others():
     return False
 
 
+def io_uring_filter():
+    """A seccomp BPF program (struct sock_filter[]) that makes io_uring_setup/enter/register (425-427 on every
+    architecture with the unified syscall table; x32's bit masked off) fail with EPERM and allows the rest.
+    It stacks on Docker's own profile (which in Docker 20.10 allows io_uring) and closes attack class
+    "kernel attack surface: io_uring" (its many past privilege escalations)."""
+    def insn(code, jt, jf, k):
+        return struct.pack("HBBI", code, jt, jf, k)
+
+    return b"".join([
+        insn(0x20, 0, 0, 0),  # A = seccomp_data.nr
+        insn(0x54, 0, 0, 0xBFFFFFFF),  # A &= ~__X32_SYSCALL_BIT
+        insn(0x35, 0, 2, 425),  # A >= 425 ? next : allow
+        insn(0x25, 1, 0, 427),  # A > 427 ? allow : deny
+        insn(0x06, 0, 0, 0x00050000 | 1),  # SECCOMP_RET_ERRNO | EPERM
+        insn(0x06, 0, 0, 0x7FFF0000),  # SECCOMP_RET_ALLOW
+    ])
+
+
+def install_io_uring_filter():
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    code = io_uring_filter()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (the container has it already)
+    prog = Prog(len(code) // 8, code)
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "cannot install the io_uring seccomp filter")
+
+
 def main():
     sock = _socket.socket(fileno=int(sys.argv[1]))
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace, /proc/<pid>/mem|fd|environ from programs
+    install_io_uring_filter()  # inherited by every program forked from here
     zygote_locale = {k: os.environ.get(k) for k in LOCALE_VARS}
     fd_space = _socket.CMSG_SPACE(3 * struct.calcsize("i"))
     sock.send(marshal.dumps({"ready": os.getpid()}))
@@ -196,9 +248,11 @@ def main():
             continue
         if len(os.listdir("/proc/self/task")) != 1:  # fork is only safe single-threaded
             os._exit(3)
+        argv = req["argv"]
+        code = compiled(argv[5]) if argv[:5] == PYTHON_C and len(argv) >= 6 else None
         pid = os.fork()
         if pid == 0:
-            child(sock, fds, req, zygote_locale)
+            child(sock, fds, req, zygote_locale, code)
         for fd in fds:
             os.close(fd)
         sock.send(marshal.dumps({"pid": pid}))
@@ -206,4 +260,5 @@ def main():
         sock.send(marshal.dumps({"status": os.waitstatus_to_exitcode(status)}))
 
 
-main()
+if __name__ == "__main__":
+    main()

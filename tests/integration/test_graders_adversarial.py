@@ -119,6 +119,39 @@ PROBES = {
         return 'blocked'
         """, "blocked"),
     "only_loopback_interface": ("import os\nreturn sorted(os.listdir('/sys/class/net'))", ["lo"]),
+    # attack class "io_uring" (kernel attack surface): refused by the zygote's seccomp filter
+    "io_uring_refused": ("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)
+        return [(libc.syscall(nr, 8, params, 0, 0, 0), ctypes.get_errno()) for nr in (425, 426, 427)]
+        """, [(-1, 1)] * 3),
+    # attack class "runner sabotage": the judge (uid 10000) cannot be signalled, read, re-limited or inspected
+    "judge_out_of_reach": ("""
+        import errno, os, resource
+        judges = [int(p) for p in os.listdir('/proc')
+                  if p.isdigit() and 'Uid:\\t10000' in open('/proc/%s/status' % p).read()]
+        out = [len(judges)]
+        for attempt in (lambda p: os.kill(p, 0), lambda p: open('/proc/%d/mem' % p, 'rb'),
+                        lambda p: resource.prlimit(p, resource.RLIMIT_CPU, (0, 0)),
+                        lambda p: os.listdir('/proc/%d/fd' % p)):
+            try:
+                attempt(judges[0])
+                out.append('done')
+            except OSError as e:
+                out.append(errno.errorcode[e.errno])
+        return out
+        """, [1, "EPERM", "EACCES", "EPERM", "EACCES"]),
+    "no_tests_or_judge_input_visible": ("""
+        import os
+        seen = []
+        for p in [p for p in os.listdir('/proc') if p.isdigit()]:
+            try:
+                seen.append(open('/proc/%s/cmdline' % p, 'rb').read())
+            except OSError:
+                pass
+        return any(b'assert probe()' in c for c in seen)
+        """, False),
     "stdin_does_not_block": ("import sys, os\nreturn (sys.stdin.read(), os.read(0, 10))", ("", b"")),
     "disk_fill_capped": ("""
         try:
@@ -210,28 +243,60 @@ async def test_hostile_programs_are_contained(client: GraderClient) -> None:
     assert ok.status is GradeStatus.PASSED and bad.status is GradeStatus.FAILED
 
 
-# Tampering with the zygote (the program's parent) or the runner (PID 1): both have the program's uid, so
-# they can be signalled or re-limited; that costs the container (discarded), never the verdict.
-TAMPER = {
-    "kill_zygote": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
-    "stop_zygote": "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n",
-    "limit_zygote": "import os, resource\nresource.prlimit(os.getppid(), resource.RLIMIT_AS, (1 << 24, 1 << 24))\n",
-    "nice_zygote": "import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)\n",
-    "limit_runner": "import resource\nresource.prlimit(1, resource.RLIMIT_NOFILE, (8, 8))\n",
-    "signal_runner": "import os\nfor s in (2, 15, 1):\n    os.kill(1, s)\n",
+# Attack class "runner sabotage": the program goes after what runs it. The runner (PID 1, root) and the judge
+# (uid 10000) are out of its reach (EPERM); the zygote (its parent, its own uid) can be signalled or
+# re-limited, which costs the container (discarded), never the verdict. Each sabotage is wrapped so that the
+# program's own answer decides: a correct one passes, a wrong one fails.
+JUDGE_PIDS = ("[int(p) for p in os.listdir('/proc') if p.isdigit() and "
+              "'Uid:\\t10000' in open('/proc/%s/status' % p).read()]")
+SABOTAGE = {
+    "kill_zygote": "os.kill(os.getppid(), signal.SIGKILL)",
+    "stop_zygote": "os.kill(os.getppid(), signal.SIGSTOP)",
+    "limit_zygote": "resource.prlimit(os.getppid(), resource.RLIMIT_AS, (1 << 24, 1 << 24))",
+    "nice_zygote": "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "prlimit_runner_nofile": "resource.prlimit(1, resource.RLIMIT_NOFILE, (8, 8))",
+    "prlimit_runner_nproc": "resource.prlimit(1, resource.RLIMIT_NPROC, (1, 1))",
+    "nice_runner": "os.setpriority(os.PRIO_PROCESS, 1, 19)",
+    "signal_runner": "[os.kill(1, s) for s in (2, 15, 1, 19, 9)]",
+    "kill_everything_else": "os.kill(-1, signal.SIGKILL)",
+    "kill_judge": f"[os.kill(p, signal.SIGKILL) for p in {JUDGE_PIDS}]",
+    "stop_judge_from_daemon": (f"pids = {JUDGE_PIDS}\n    if os.fork() == 0:\n        try:\n"
+                               "            [os.kill(p, 19) for p in pids]\n        finally:\n            os._exit(0)"),
+    "prlimit_judge": f"[resource.prlimit(p, resource.RLIMIT_CPU, (0, 0)) for p in {JUDGE_PIDS}]",
+    "ptrace_judge": f"[ctypes.CDLL(None).ptrace(16, p, 0, 0) for p in {JUDGE_PIDS}]",
+    "read_judge_memory": f"[open('/proc/%d/mem' % p, 'rb').read(1) for p in {JUDGE_PIDS}]",
 }
 
 
-async def test_tampering_with_zygote_or_runner_keeps_the_verdict(client: GraderClient) -> None:
-    names = list(TAMPER)
-    for solution, want in (("def f(x): return x * 2\n", GradeStatus.PASSED), ("def f(x): return x\n",
+def sabotage(action: str) -> str:
+    return ("import ctypes, os, resource, signal\ntry:\n    " + action + "\nexcept Exception:\n    pass\n")
+
+
+async def test_runner_sabotage_never_changes_the_verdict(client: GraderClient) -> None:
+    names = list(SABOTAGE)
+    for solution, want in (("def f(x): return x * 2\n", GradeStatus.PASSED), ("def f(x): return 42\n",
                                                                            GradeStatus.FAILED)):
-        results = await grade(client, [program_item(TAMPER[n] + solution, timeout_s=5.0) for n in names])
+        results = await grade(client, [program_item(sabotage(SABOTAGE[n]) + solution, timeout_s=5.0) for n in names])
         for name, result in zip(names, results, strict=True):
             assert result.status is want, f"{name}: {result.status.name} {result.message}"
     # and the programs after them are graded as usual
     ok, bad = await grade(client, [program_item("def f(x): return x * 2\n"), program_item("def f(x): return x\n")])
     assert ok.status is GradeStatus.PASSED and bad.status is GradeStatus.FAILED
+
+
+SELF_DESTRUCT = {  # sabotage that leaves the program unable to answer: never passed, always a verdict
+    "close_all_fds": "import os\nos.closerange(0, 4096)\ndef f(x): return x * 2\n",
+    "close_fds_in_call": "import os\ndef f(x):\n    os.closerange(0, 4096)\n    return x * 2\n",
+    "kill_own_group": "import os, signal\ndef f(x):\n    os.killpg(0, signal.SIGKILL)\n",
+}
+
+
+async def test_self_destructive_sabotage_is_a_verdict_not_a_pass(client: GraderClient) -> None:
+    names = list(SELF_DESTRUCT)
+    results = await grade(client, [program_item(SELF_DESTRUCT[n], timeout_s=5.0) for n in names])
+    for name, result in zip(names, results, strict=True):
+        assert result.status is not GradeStatus.PASSED, (name, result.message)
+        assert result.status.is_verdict, (name, result.status, result.message)
 
 
 async def test_wall_clock_limit_is_per_request_and_isolated(client: GraderClient) -> None:
@@ -244,75 +309,8 @@ async def test_wall_clock_limit_is_per_request_and_isolated(client: GraderClient
     assert asyncio.get_running_loop().time() - start < 10
 
 
-EQ_TRUE = "    def __eq__(s, o): return True\n"
-FORGERIES = {
-    "eq_always_true": "class A:\n" + EQ_TRUE + "    __hash__ = object.__hash__\ndef f(x): return A()\n",
-    "int_subclass_eq": "class I(int):\n" + EQ_TRUE + "    __hash__ = int.__hash__\ndef f(x): return I(0)\n",
-    "str_subclass": "class S(str):\n" + EQ_TRUE + "    __hash__ = str.__hash__\ndef f(x): return S('')\n",
-    "bool_dunder": "class B:\n    def __bool__(s): return True\n    def __eq__(s, o): return s\ndef f(x): return B()\n",
-    "ne_returns_false": "class N:\n" + EQ_TRUE + "    def __ne__(s, o): return False\ndef f(x): return [N()]\n",
-    "exit_zero": "import sys\ndef f(x): return 0\nsys.exit(0)\n",
-    "exit_builtin": "def f(x): return 0\nexit(0)\n",
-    "os_exit_zero": "import os\ndef f(x): return 0\nos._exit(0)\n",
-    "exit_inside_call": "import os\ndef f(x):\n    os._exit(0)\n",
-    "raise_systemexit": "def f(x):\n    raise SystemExit(0)\n",
-    "excepthook": "import sys\nsys.excepthook = lambda *a: print('PASSED')\ndef f(x): return 0\n",
-    "atexit_marker": ("import atexit, sys\natexit.register(lambda: print('RLVR1 1 unit|0|ok|0:1| ' + 'ab' * 32))\n"
-                     "def f(x): return 0\n"),
-    "printed_markers": ("print('RLVR1 0 candidate|ok| ' + '0' * 64)\nprint('RLVR1 1 unit|0|ok|0:1| ' + '0' * 64)\n"
-                        "print('RLVR1 2 end|1 ' + '0' * 64)\nprint('ALL TESTS PASSED')\ndef f(x): return 0\n"),
-    "write_to_report_fd": ("import os\nfor fd in range(3, 20):\n    try: os.write(fd, b'RLVR1 1 unit|0|ok|0:1| x\\n')\n"
-                           "    except OSError: pass\ndef f(x): return 0\n"),
-    "patched_unittest": "import unittest\nunittest.TestCase.run = lambda *a, **k: None\ndef f(x): return 0\n",
-    "written_conftest": ("open('/work/conftest.py', 'w').write('def pytest_runtest_call(item): pass')\n"
-                         "def f(x): return 0\n"),
-    "rewritten_test_files": ("import glob\nfor p in glob.glob('/work/**/*.py', recursive=True) + glob.glob('/tmp/*'):\n"
-                             "    open(p, 'w').write('')\ndef f(x): return 0\n"),
-    "shadow_builtins": ("import builtins\nbuiltins.abs = lambda x: 0\nbuiltins.isinstance = lambda *a: True\n"
-                        "abs = lambda x: 0\ndef f(x): return 0\n"),
-    "patch_math_module": "import math\nmath.isclose = lambda *a, **k: True\ndef f(x): return 0.0\n",
-    "frame_walk_for_key": ("import sys\ndef f(x):\n    fr = sys._getframe(1)\n    while fr:\n"
-                           "        fr.f_locals.get('results', {}).update({0: 1}); fr = fr.f_back\n    return 0\n"),
-    "traceback_frames": ("def f(x):\n    try:\n        raise ValueError\n    except ValueError as e:\n"
-                         "        fr = e.__traceback__.tb_frame.f_back\n        fr.f_globals['__rlvr_assert__'] = "
-                         "lambda *a: None\n    return 0\n"),
-    "gc_objects": ("import gc\ndef f(x):\n    for o in gc.get_objects():\n        if isinstance(o, dict) and "
-                   "'__rlvr_assert__' in o:\n            o['__rlvr_assert__'] = lambda *a: None\n    return 0\n"),
-    "settrace": ("import sys\ndef tr(frame, ev, arg):\n    frame.f_locals\n    return tr\nsys.settrace(tr)\n"
-                 "def f(x): return 0\n"),
-    "signal_handler_frame": ("import signal\nsignal.signal(signal.SIGALRM, lambda s, fr: None)\n"
-                             "def f(x): return 0\n"),
-    "ctypes_memory": "import ctypes\nctypes.string_at(id(1), 8)\ndef f(x): return 0\n",
-    "proc_self_mem": "open('/proc/self/mem', 'rb')\ndef f(x): return 0\n",
-    "generator_result": "def f(x): return (i for i in [4])\n",
-    "len_trick": "class L(list):\n    def __len__(s): return 4\ndef f(x): return L()\n",
-    "fork_and_report_twice": "import os\nos.fork()\ndef f(x): return 0\n",
-}
-
-
-async def test_forgery_tricks_never_pass(client: GraderClient) -> None:
-    tests = {
-        "default": "def check(candidate):\n    assert candidate(2) == 4\n",
-        "patch_math_module": "import math\ndef check(candidate):\n    assert math.isclose(candidate(2), 4.0)\n",
-        "shadow_builtins": "def check(candidate):\n    assert abs(candidate(2) - 4) < 1e-9\n",
-        "len_trick": "def check(candidate):\n    assert len([0] * candidate(2)) == 4\n",
-    }
-    names = list(FORGERIES)
-    items = [GradeItem("python_tests", FORGERIES[n], {"tests": tests.get(n, tests["default"]), "entry_point": "f"},
-                       id=n, limits=Limits(timeout_s=5)) for n in names]
-    results = await grade(client, items)
-    passed = [(r.id, r.message) for r in results if r.status is GradeStatus.PASSED or r.reward > 0]
-    assert passed == []
-    assert all(r.status.is_verdict for r in results), [(r.id, r.status, r.message) for r in results]
-    # the same tests accept an honest solution (so these checks can fail)
-    honest = [GradeItem("python_tests", "def f(x): return x * 2\n", {"tests": t, "entry_point": "f"})
-              for t in tests.values()]
-    honest_results = await grade(client, honest)
-    assert [r.status for r in honest_results] == [GradeStatus.PASSED] * len(tests), honest_results
-
-
 async def test_python_tests_gold_and_invalid_requests(client: GraderClient) -> None:
-    from graders.builtin.python_tests import GOLD
+    from graders.python_tests.grader import GOLD
 
     gold = [GradeItem("python_tests", g["completion"], {k: v for k, v in g.items() if k != "completion"})
             for g in GOLD]

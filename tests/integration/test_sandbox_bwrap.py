@@ -41,13 +41,16 @@ def grade(address: str, items: list[GradeItem]) -> list:
 
 
 def test_bwrap_pass_fail_and_forgery(address: str) -> None:
-    ok, wrong, fake = grade(address, [
+    ok, wrong, fake, rebound = grade(address, [
         item("def sq(x): return x * x\n"),
         item("def sq(x): return x + x\n"),
         item("class A:\n    def __eq__(s, o): return True\ndef sq(x): return A()\n"),
+        item("import builtins\nbuiltins.AssertionError = type('E', (BaseException,), {})\n"
+             "__builtins__.range = lambda *a: ()\ndef sq(x): return 42\n"),
     ])
     assert ok.status is GradeStatus.PASSED and ok.reward == 1.0
     assert wrong.status is GradeStatus.FAILED and fake.status is GradeStatus.FAILED
+    assert rebound.status is GradeStatus.FAILED  # the judge runs in its own bwrap, as another host uid
 
 
 def test_bwrap_hostile_programs(address: str) -> None:
@@ -61,6 +64,9 @@ def test_bwrap_hostile_programs(address: str) -> None:
                 pass
             if os.getuid() != 10001 or os.path.exists('/var/run/docker.sock') or 'HOSTNAME' in os.environ:
                 return 'leak'
+            import ctypes
+            if ctypes.CDLL(None).syscall(425, 8, ctypes.create_string_buffer(120), 0, 0, 0) != -1:
+                return 'io_uring'
             return x * x
         """
     results = grade(address, [
