@@ -10,23 +10,26 @@ import json
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from trainer.sft.config import SFTConfig
 from trainer.sft.run import run_sft
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(1800)  # ~2-3 min on an idle 2-core machine; the budget is for a shared, loaded one
 def test_short_sft_raises_format_adherence_and_teaches_stopping(tmp_path: Path, base_model_dir: Path) -> None:
     rows = (ROOT / "examples/data/arith_sft.jsonl").read_text().splitlines()[:160]
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(rows) + "\n")
     example = tomllib.loads((ROOT / "examples/sft_arith.toml").read_text())
-    tasks = dict(example["eval"]["tasks"], eval_size=24)
+    tasks = dict(example["eval"]["tasks"], eval_size=16)
     cfg = SFTConfig.model_validate({
-        "run_dir": str(tmp_path / "run"), "model": {"path": "base", "finetune": "full", "threads": 2},
+        "run_dir": str(tmp_path / "run"), "model": {"path": "base", "finetune": "full", "threads": 1},
         "data": {"path": str(train), "max_len": 256},
-        "train": {"steps": 12, "batch_size": 8}, "optim": {"lr": 1e-4, "warmup_steps": 2},
-        "eval": {"every": 0, "batch_size": 24, "max_tokens": 48, "examples": 2, "tasks": tasks,
+        "train": {"steps": 8, "batch_size": 8}, "optim": {"lr": 1e-4, "warmup_steps": 2},
+        "eval": {"every": 0, "batch_size": 16, "max_tokens": 40, "examples": 2, "tasks": tasks,
                  "format_pattern": example["eval"]["format_pattern"]},
         "logging": {"tensorboard": False},
     })  # fmt: skip
@@ -35,7 +38,7 @@ def test_short_sft_raises_format_adherence_and_teaches_stopping(tmp_path: Path, 
     assert summary.last_format_rate >= summary.first_format_rate + 0.3, summary
     assert summary.last_format_rate >= 0.6, summary
     samples = [json.loads(x) for x in (tmp_path / "run" / "eval_samples.jsonl").read_text().splitlines()]
-    assert {s["step"] for s in samples} == {0, 12} and all(s["scorer"] == "reasoning_gym" for s in samples)
+    assert {s["step"] for s in samples} == {0, 8} and all(s["scorer"] == "reasoning_gym" for s in samples)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -45,7 +48,7 @@ def test_short_sft_raises_format_adherence_and_teaches_stopping(tmp_path: Path, 
     model = AutoModelForCausalLM.from_pretrained(str(summary.model_dir))
     tok = AutoTokenizer.from_pretrained(str(summary.model_dir))
     prompts = [PromptInput(id=str(i), messages=[{"role": "user", "content": json.loads(r)["messages"][0]["content"]}])
-               for i, r in enumerate(rows[:8])]  # fmt: skip
-    out = asyncio.run(HFGenerator(model, tok).generate(prompts, SamplingConfig(temperature=0.0, max_tokens=64)))
+               for i, r in enumerate(rows[:6])]  # fmt: skip
+    out = asyncio.run(HFGenerator(model, tok).generate(prompts, SamplingConfig(temperature=0.0, max_tokens=48)))
     stopped = [s.finish_reason == "stop" for s in out]
-    assert sum(stopped) >= 6, [s.text for s in out]  # it ends its answers with <|im_end|> (EOS = pad)
+    assert sum(stopped) >= 5, [s.text for s in out]  # it ends its answers with <|im_end|> (EOS = pad)
