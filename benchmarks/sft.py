@@ -29,7 +29,7 @@ WORDS = _PROSE.split(" ")
 def make_rows(n: int, seed: int) -> list[dict[str, object]]:
     """n rows: 80% arithmetic with worked solutions, 20% random prose (long, so tokenisation is exercised)."""
     rng = random.Random(seed)
-    rows = []
+    rows: list[dict[str, object]] = []
     for i in range(n):
         if i % 5:
             terms = [str(rng.randint(0, 99)) for _ in range(rng.randint(2, 3))]
