@@ -12,9 +12,11 @@ app = typer.Typer(help="rlvr: RL from verifiable rewards (GRPO over gRPC rollout
 models_app = typer.Typer(help="Prepare and inspect the bundled models.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run a service (gRPC, loopback by default).", no_args_is_help=True)
 train_app = typer.Typer(help="Training stages.", no_args_is_help=True)
+data_app = typer.Typer(help="Dataset checks.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(serve_app, name="serve")
 app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
 
 
 @models_app.command("prepare")
@@ -70,7 +72,9 @@ def _register_components() -> None:
     from report.cli import register as register_report
     from rollout.cli import register as register_rollout
     from trainer.cli import register as register_trainer
+    from trainer.datacheck.cli import register as register_data
     from trainer.eval_cli import register as register_eval
+    from trainer.sft.cli import register as register_sft
 
     register_graders(app, serve_app)
     register_rollout(app, serve_app)
@@ -78,6 +82,8 @@ def _register_components() -> None:
     register_report(app)
     register_pipeline(app)
     register_eval(app)
+    register_data(data_app)
+    register_sft(train_app)
 
 
 _register_components()

@@ -40,7 +40,7 @@ class ModelSection(StrictModel):
     Llama) from the cache."""
     finetune: Literal["full", "lora", "qlora"] = "lora"
     """full: every weight (pushed whole each step); lora: a peft adapter (only it is pushed); qlora: LoRA on a
-    4-bit base (bitsandbytes; needs a CUDA GPU)."""
+    4-bit NF4 base (bitsandbytes; CUDA or CPU)."""
     lora: LoraSection = Field(default_factory=lambda: LoraSection())
     """Adapter settings for lora / qlora."""
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
@@ -280,8 +280,6 @@ class GRPOConfig(StrictModel):
                 f"{self.train.max_time_s} may end the run earlier, leaving the decay unfinished. Use optim.schedule = "
                 "\"constant\" (warm-up is allowed) or drop train.max_time_s"
             )
-        if self.model.finetune == "qlora" and self.model.device == "cpu":
-            raise ValueError("model.finetune = \"qlora\" needs a CUDA GPU (bitsandbytes 4-bit); use \"lora\" on CPU")
         evaluates = self.eval.at_start or self.eval.at_end or self.eval.every > 0
         if self.eval.scorer is None and evaluates:
             default = DEFAULT_SCORERS.get(self.data.source)

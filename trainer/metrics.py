@@ -86,7 +86,7 @@ class RunLog:
     def __init__(
         self, run_dir: Path, *, total_steps: int, start_step: int, elapsed_offset: float, tensorboard: bool,
         progress: str, eval_offset: float = 0.0, max_time_s: float | None = None, label: str = "GRPO",
-        summary: Callable[[Mapping[str, float]], str] | None = None,
+        summary: Callable[[Mapping[str, float]], str] | None = None, show: bool = True,
     ) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.total_steps = total_steps
@@ -114,6 +114,8 @@ class RunLog:
         self._progress = _RichProgress(total_steps, start_step, self, label, summary) if mode == "rich" else None
         self._plain = mode == "plain"
         self.last_eval: dict[str, float] = {}
+        self.show = show
+        """False: only write files (a stage with its own progress display, e.g. SFT under TRL)."""
 
     def restart_clock(self) -> None:
         """Training starts now (set-up is over)."""
@@ -160,7 +162,8 @@ class RunLog:
             self._tb.flush()
         if kind == "eval":
             self.last_eval = dict(metrics)
-        self._show(kind, step, metrics)
+        if self.show:
+            self._show(kind, step, metrics)
         return record
 
     def write_tasks(self, step: int, groups: Sequence[Group], trained_on: int) -> None:

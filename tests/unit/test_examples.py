@@ -32,6 +32,10 @@ def config_class(path: Path) -> type:
         from trainer.config import GRPOConfig
 
         return GRPOConfig
+    if path.name.startswith("sft"):
+        from trainer.sft.config import SFTConfig
+
+        return SFTConfig
     raise AssertionError(f"{path.name}: no config class is known for this example; add it to test_examples.py")
 
 

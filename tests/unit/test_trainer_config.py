@@ -56,8 +56,7 @@ def test_bad_values_name_the_field(override: str, field: str) -> None:
 def test_cross_field_checks() -> None:
     with pytest.raises(ConfigError, match="max_completion_length"):
         load_grpo_config(None, ['loss.loss_type="dr_grpo"'])
-    with pytest.raises(ConfigError, match=r"qlora.*CUDA"):
-        load_grpo_config(None, ['model.finetune="qlora"', 'model.device="cpu"'])
+    assert load_grpo_config(None, ['model.finetune="qlora"', 'model.device="cpu"']).model.finetune == "qlora"
     with pytest.raises(ConfigError, match="duplicate reward names"):
         load_grpo_config(None, ['rewards=[{grader="math"}, {grader="math"}]'])
     with pytest.raises(ConfigError, match="at least one reward"):
