@@ -1,12 +1,12 @@
 """Atomic, resumable training checkpoints.
 
 Layout of `<root>/ckpt-<step:08d>/`: `model/` (full HF model) or `adapter/` (peft adapter only), each with the
-tokenizer and its chat template when one is given (so `model/` is a complete HF model dir: a distillation teacher,
-`rlvr models shrink` input or rollout-server model as is), `optimizer.pt`, `scheduler.pt`, `rng.pt` (python/numpy/torch RNG states), `state.json` (step, policy
-version, data cursor, in-flight prompts, ...). A checkpoint is written into a hidden temp directory,
-fsynced, then renamed into place, and only then does the `latest` pointer (itself replaced atomically)
-move to it — a crash mid-save leaves the previous checkpoint as latest and no half-written directory under
-a checkpoint name."""
+tokenizer and its chat template when one is given (so `model/` is a complete HF model dir: a distillation
+teacher, `rlvr models shrink` input or rollout-server model as is), `optimizer.pt`, `scheduler.pt`, `rng.pt`
+(python/numpy/torch RNG states), `state.json` (step, policy version, data cursor, in-flight prompts, ...). A
+checkpoint is written into a hidden temp directory, fsynced, then renamed into place, and only then does the
+`latest` pointer (itself replaced atomically) move to it — a crash mid-save leaves the previous checkpoint as
+latest and no half-written directory under a checkpoint name."""
 
 from __future__ import annotations
 

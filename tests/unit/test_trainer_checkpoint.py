@@ -227,7 +227,8 @@ def test_checkpoint_due_by_steps_or_wall_time(monkeypatch: pytest.MonkeyPatch) -
 
 
 def _chat(tok: Any) -> str:
-    text: str = tok.apply_chat_template([{"role": "user", "content": "2+2?"}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": "2+2?"}]
+    text: str = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text
 
 
