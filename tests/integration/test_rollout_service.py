@@ -166,7 +166,7 @@ async def test_stream_yields_every_sample_once(client: RolloutClient) -> None:
 
 
 async def test_seeded_sampling_is_reproducible_or_refused_on_cpu(client: RolloutClient) -> None:
-    params = SamplingConfig(n=2, max_tokens=8)
+    params = SamplingConfig(n=2, max_tokens=8, seed=123)
     if (await client.info())[0].engine.endswith("(cpu)"):
         # vLLM's CPU build kills its engine on seeded requests: the server refuses them and keeps serving.
         with pytest.raises(RolloutError, match="per-request seeds are not supported") as err:
