@@ -77,7 +77,7 @@ def run_raw(llm: Any, prompts: list[list[int]], max_tokens: int) -> int:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    sp = SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=0, logprobs=0, flat_logprobs=True)
+    sp = SamplingParams(temperature=1.0, max_tokens=max_tokens, logprobs=0, flat_logprobs=True)
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
     return sum(len(o.outputs[0].token_ids) for o in outs)
 
@@ -101,7 +101,7 @@ def run_hf(model: Any, tok: Any, prompts: list[list[int]], max_tokens: int) -> i
 async def run_grpc(client: Any, prompts: list[list[int]], max_tokens: int) -> int:
     from rollout.types import SamplingConfig
 
-    samples = await client.generate(prompts, SamplingConfig(temperature=1.0, max_tokens=max_tokens, seed=0))
+    samples = await client.generate(prompts, SamplingConfig(temperature=1.0, max_tokens=max_tokens))
     return sum(len(s.token_ids) for s in samples)
 
 
@@ -248,7 +248,7 @@ def bench_lora(
     loads: dict[str, list[float]] = {"native": [], "merge": []}
     rates: dict[str, list[float]] = {"native": [], "merge": []}
     few = prompts[: max(1, len(prompts) // 4)]
-    sp = SamplingConfig(temperature=1.0, max_tokens=args.max_tokens, seed=0)
+    sp = SamplingConfig(temperature=1.0, max_tokens=args.max_tokens)
     for r in range(args.rounds):
         for name, c in (("native", native), ("merge", merged)):
             dt, _ = timed(lambda c=c, r=r: loop.run_until_complete(c.load_adapter("lora", config, lora, 1000 + r)))

@@ -113,21 +113,24 @@ def dir_size(path: Path) -> int:
 
 def publish_model(ckpt: Path, base_model: Path, out: Path) -> Path:
     """The final checkpoint as a plain HF model dir (what later stages and `rlvr eval` load): full weights as
-    saved, or a LoRA adapter merged into its base (peft merge_and_unload); the tokenizer comes from the base."""
+    saved, or a LoRA adapter merged into its base (peft merge_and_unload). The tokenizer is the one saved with the
+    checkpoint (the base's for checkpoints written before tokenizers were saved with them)."""
     from transformers import AutoTokenizer
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if (ckpt / "model").is_dir():
-        shutil.copytree(ckpt / "model", tmp)
+    saved = ckpt / "model" if (ckpt / "model").is_dir() else ckpt / "adapter"
+    if saved.name == "model":
+        shutil.copytree(saved, tmp)
     else:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
         base = AutoModelForCausalLM.from_pretrained(base_model, torch_dtype="auto")
-        merged = PeftModel.from_pretrained(base, ckpt / "adapter").merge_and_unload()
+        merged = PeftModel.from_pretrained(base, saved).merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
+    tokenizer_dir = saved if (saved / "tokenizer_config.json").is_file() else base_model
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out

@@ -36,7 +36,8 @@ class CompatibilityError(ValueError):
 
 
 def load_tokenizer(model_dir: str | Path, role: str) -> Any:
-    """The tokenizer of a model directory, or a clear error (GRPO checkpoints, for one, hold only weights)."""
+    """The tokenizer of a model directory, or a clear error (e.g. a bare weights dir, or a GRPO checkpoint written
+    before checkpoints carried their tokenizer)."""
     from transformers import AutoTokenizer
 
     try:

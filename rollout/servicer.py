@@ -178,7 +178,9 @@ class RolloutServicer(pb_grpc.RolloutServicer):
         try:
             if not request.prompts:
                 raise RequestError("no prompts")
-            params = sampling_from_proto(request.params, self.cfg.max_samples_per_request, len(request.prompts))
+            params = sampling_from_proto(
+                request.params, self.cfg.max_samples_per_request, len(request.prompts), seeds=engine.seeded_requests
+            )
             prompts = [
                 prompt_token_ids(p, i, engine.chat_token_ids, engine.vocab_size, engine.max_model_len)
                 for i, p in enumerate(request.prompts)

@@ -41,7 +41,8 @@ class SamplingConfig:
     stop: list[str] = field(default_factory=list)
     """Stop strings (not included in the returned text)."""
     seed: int | None = None
-    """Per-request seed for reproducible sampling."""
+    """Per-request seed for reproducible sampling (sample i of a prompt uses seed + i). Refused with
+    INVALID_ARGUMENT by a server on vLLM's CPU build, where a seeded request can crash the engine."""
 
     def to_proto(self) -> pb.SamplingParams:
         # Negative/zero values are sent as-is where the server must reject them (clear errors beat silent

@@ -18,7 +18,14 @@ class RequestError(ValueError):
     """The request is malformed: INVALID_ARGUMENT."""
 
 
-def sampling_from_proto(p: pb.SamplingParams, max_samples: int, num_prompts: int) -> SamplingConfig:
+SEED_UNSUPPORTED = (
+    "seed: per-request seeds are not supported by this server's engine (vLLM's CPU build fails its whole engine "
+    "on a seeded request whose prompt is prefilled in chunks: 'CPU Generator does not use offset'); omit the seed"
+)
+
+
+def sampling_from_proto(p: pb.SamplingParams, max_samples: int, num_prompts: int, *, seeds: bool) -> SamplingConfig:
+    """The request's sampling settings; `seeds` says whether the engine can take a per-request seed."""
     n = p.n or 1
     temperature, top_p = float(p.temperature), float(p.top_p) if p.top_p else 1.0
     if not math.isfinite(temperature) or temperature < 0:
@@ -31,6 +38,8 @@ def sampling_from_proto(p: pb.SamplingParams, max_samples: int, num_prompts: int
         raise RequestError(f"{num_prompts} prompts x n={n} exceeds the server's {max_samples} samples per request")
     if len(p.stop) > MAX_STOP_STRINGS or any(not s for s in p.stop):
         raise RequestError(f"stop: at most {MAX_STOP_STRINGS} non-empty strings")
+    if p.HasField("seed") and not seeds:
+        raise RequestError(SEED_UNSUPPORTED)
     return SamplingConfig(
         n=n,
         temperature=temperature,

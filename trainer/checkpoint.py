@@ -1,11 +1,12 @@
 """Atomic, resumable training checkpoints.
 
-Layout of `<root>/ckpt-<step:08d>/`: `model/` (full HF model) or `adapter/` (peft adapter only),
-`optimizer.pt`, `scheduler.pt`, `rng.pt` (python/numpy/torch RNG states), `state.json` (step, policy
-version, data cursor, in-flight prompts, ...). A checkpoint is written into a hidden temp directory,
-fsynced, then renamed into place, and only then does the `latest` pointer (itself replaced atomically)
-move to it — a crash mid-save leaves the previous checkpoint as latest and no half-written directory under
-a checkpoint name."""
+Layout of `<root>/ckpt-<step:08d>/`: `model/` (full HF model) or `adapter/` (peft adapter only), each with the
+tokenizer and its chat template when one is given (so `model/` is a complete HF model dir: a distillation
+teacher, `rlvr models shrink` input or rollout-server model as is), `optimizer.pt`, `scheduler.pt`, `rng.pt`
+(python/numpy/torch RNG states), `state.json` (step, policy version, data cursor, in-flight prompts, ...). A
+checkpoint is written into a hidden temp directory, fsynced, then renamed into place, and only then does the
+`latest` pointer (itself replaced atomically) move to it — a crash mid-save leaves the previous checkpoint as
+latest and no half-written directory under a checkpoint name."""
 
 from __future__ import annotations
 
@@ -105,13 +106,12 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     return [p for _, p in sorted(found) if (p / "state.json").is_file()]
 
 
-def _write_contents(tmp: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState) -> None:
-    if _is_peft(model):
-        model.save_pretrained(tmp / "adapter", safe_serialization=True)
-        kind = "adapter"
-    else:
-        model.save_pretrained(tmp / "model", safe_serialization=True)
-        kind = "full"
+def _write_contents(tmp: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, state: TrainState) -> None:
+    kind = "adapter" if _is_peft(model) else "full"
+    weights = tmp / ("adapter" if kind == "adapter" else "model")
+    model.save_pretrained(weights, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(weights)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scheduler is not None:
@@ -150,8 +150,10 @@ def save_checkpoint(
     scheduler: Any,
     state: TrainState,
     keep_last: int = 2,
+    tokenizer: Any = None,
 ) -> Path:
-    """Write checkpoint `step` atomically, point `latest` at it and prune to the newest `keep_last`."""
+    """Write checkpoint `step` atomically, point `latest` at it and prune to the newest `keep_last`. `tokenizer`
+    (an HF tokenizer) is saved next to the weights so the model/adapter dir describes itself."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     r = Path(root)
@@ -159,7 +161,7 @@ def save_checkpoint(
     final = r / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=r))
     try:
-        _write_contents(tmp, model, optimizer, scheduler, state)
+        _write_contents(tmp, model, tokenizer, optimizer, scheduler, state)
         _fsync_tree(tmp)
         if final.exists():
             # Re-saving a step: move the old copy aside first (os.replace cannot replace a non-empty dir).

@@ -119,7 +119,10 @@ class TrainSection(StrictModel):
     """Largest (trainer version − sample version) a sample may have; 0 = synchronous (generation waits for
     the weights of the current step). Older samples are dropped, counted, and their prompts re-generated."""
     seed: int = 0
-    """Seeds torch/python RNGs and the rollout sampling seeds."""
+    """Seeds the trainer's python and torch RNGs (e.g. LoRA initialisation). Not rollout sampling: the trainer
+    sends no per-request seed (vLLM's CPU build refuses them, see rollout.types.SamplingConfig.seed); samples
+    come from the rollout engine's own RNG (the rollout server's `seed`), so they are not reproducible across
+    runs. Data order and generated datasets use `data.seed`."""
 
 
 class EvalSection(StrictModel):

@@ -368,7 +368,7 @@ class GRPOTrainer:
         )  # fmt: skip
         await asyncio.to_thread(
             save_checkpoint, self.run_dir / "checkpoints", self.step, self.policy.model, self.optimizer,
-            self.scheduler, state, self.cfg.checkpoint.keep_last,
+            self.scheduler, state, self.cfg.checkpoint.keep_last, self.policy.tokenizer,
         )  # fmt: skip
         self.last_saved_step, self.last_saved_at = self.step, time.monotonic()
         self.runlog.note(f"checkpoint step {self.step} saved ({time.monotonic() - t0:.1f}s)")

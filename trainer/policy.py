@@ -84,6 +84,19 @@ def load_base_model(path: Path, cfg: ModelSection, device: torch.device) -> Any:
     return model.to(device)  # type: ignore[arg-type]
 
 
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise PolicyError(
+            f"model {path}: no usable tokenizer ({type(e).__name__}); the rollout service needs it too: copy the "
+            "tokenizer files (tokenizer.json, tokenizer_config.json, chat_template.jinja) of the model it was "
+            "trained from into it"
+        ) from None
+
+
 def compute_dtype(cfg: ModelSection) -> torch.dtype:
     """The dtype of the forward/backward passes (model.dtype)."""
     return torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
@@ -124,6 +137,9 @@ class Policy:
             model.config.use_cache = False
         self.model = model
         self.model.train()
+        # Never used to tokenize (see above): saved with every checkpoint, so a checkpoint's model dir is a
+        # complete HF model (chat template included) that can be served, shrunk or distilled from as is.
+        self.tokenizer = _load_tokenizer(self.path)
 
     @property
     def is_lora(self) -> bool:

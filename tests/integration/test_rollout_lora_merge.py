@@ -56,7 +56,7 @@ def hf(tiny_model_dir: Path):
 
 
 async def _check_matches(client: RolloutClient, model, adapter: str, version: int) -> None:
-    s = (await client.generate([PROMPT], SamplingConfig(max_tokens=16, seed=3), adapter=adapter))[0]
+    s = (await client.generate([PROMPT], SamplingConfig(max_tokens=16), adapter=adapter))[0]
     assert s.policy_version == version
     assert max_diff(s.logprobs, hf_logprobs(model, PROMPT, s.token_ids)) < LOGPROB_TOL
 
@@ -105,7 +105,7 @@ async def test_a_full_update_replaces_the_merged_adapter_and_becomes_the_new_bas
     v = (await client.info())[0].policy_version
     assert await client.update_weights(new.state_dict(), version=v + 1) == v + 1
     assert (await client.info())[0].adapters == []
-    s = (await client.generate([PROMPT], SamplingConfig(max_tokens=16, seed=3)))[0]
+    s = (await client.generate([PROMPT], SamplingConfig(max_tokens=16)))[0]
     assert max_diff(s.logprobs, hf_logprobs(new.eval(), PROMPT, s.token_ids)) < LOGPROB_TOL
     model, config, tensors = lora_adapter(new, 7)
     assert await client.load_adapter("pol", config, tensors, version=v + 2) == v + 2
@@ -115,7 +115,7 @@ async def test_a_full_update_replaces_the_merged_adapter_and_becomes_the_new_bas
 async def test_sigterm_drains_an_in_flight_generation(server: ServiceProcess, client: RolloutClient) -> None:
     """SIGTERM to the server process alone: the call in flight completes in full, then the process exits 0."""
     assert server.proc is not None
-    params = SamplingConfig(n=32, max_tokens=400, temperature=1.0, seed=0)
+    params = SamplingConfig(n=32, max_tokens=400, temperature=1.0)
     gen = asyncio.create_task(client.generate([PROMPT], params, adapter="pol"))
     for _ in range(200):  # signal only once the engine is working on it
         if (await client.info())[0].running_requests > 0:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import grpc
 import pytest
 
 from rlvr.config import load_config
@@ -18,10 +20,60 @@ from rollout.weights import TensorSpec, WeightsError
 
 
 def test_proto_defaults_are_applied() -> None:
-    p = sampling_from_proto(pb.SamplingParams(), max_samples=100, num_prompts=1)
+    p = sampling_from_proto(pb.SamplingParams(), max_samples=100, num_prompts=1, seeds=True)
     assert (p.n, p.top_p, p.top_k, p.max_tokens, p.seed, p.temperature) == (1, 1.0, -1, 16, None, 0.0)
-    seeded = sampling_from_proto(pb.SamplingParams(seed=0, top_k=5), 100, 1)
+    seeded = sampling_from_proto(pb.SamplingParams(seed=0, top_k=5), 100, 1, seeds=True)
     assert seeded.seed == 0 and seeded.top_k == 5
+
+
+def test_seed_is_refused_where_the_engine_cannot_take_it() -> None:
+    """vLLM's CPU build crashes its engine on seeded requests, so such a server refuses them up front."""
+    with pytest.raises(RequestError, match=r"^seed: per-request seeds are not supported.*CPU.*omit the seed"):
+        sampling_from_proto(pb.SamplingParams(seed=0), 100, 1, seeds=False)
+    assert sampling_from_proto(pb.SamplingParams(temperature=1.0), 100, 1, seeds=False).seed is None
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """A grpc.aio servicer context that records the abort (which, as in grpc, raises)."""
+
+    code: grpc.StatusCode | None = None
+    details = ""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details = code, details
+        raise _Aborted
+
+
+class _CpuEngine:
+    """What _samples asks of an engine before generating; generating itself must not be reached."""
+
+    seeded_requests = False
+    vocab_size, max_model_len = 50, 64
+
+    def chat_token_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return [7]
+
+    async def generate(self, *args: object) -> None:
+        raise AssertionError("a refused request reached the engine")
+
+
+def test_servicer_refuses_a_seeded_request_on_a_cpu_engine() -> None:
+    from rollout.adapters import AdapterStore
+    from rollout.servicer import RolloutServicer
+
+    servicer = object.__new__(RolloutServicer)  # no spill dirs, no model files: only what Generate's checks use
+    servicer.cfg = RolloutConfig(model=Path("unused"))
+    servicer.engine, servicer.merger = _CpuEngine(), None  # type: ignore[assignment]
+    servicer.adapters = AdapterStore(Path("unused"))  # writes nothing until an adapter is loaded
+    request = pb.GenerateRequest(prompts=[pb.Prompt(token_ids=[1, 2])], params=pb.SamplingParams(seed=3, n=2))
+    context = _Context()
+    with pytest.raises(_Aborted):
+        asyncio.run(servicer.Generate(request, context))  # type: ignore[arg-type]
+    assert context.code == grpc.StatusCode.INVALID_ARGUMENT and context.details.startswith("seed: per-request")
 
 
 @pytest.mark.parametrize(
@@ -36,7 +88,7 @@ def test_proto_defaults_are_applied() -> None:
 )
 def test_bad_sampling_params(params: pb.SamplingParams, match: str) -> None:
     with pytest.raises(RequestError, match=match):
-        sampling_from_proto(params, max_samples=100, num_prompts=2)
+        sampling_from_proto(params, max_samples=100, num_prompts=2, seeds=True)
 
 
 def _ids(prompt: pb.Prompt) -> list[int]:

@@ -148,7 +148,7 @@ def test_special_token_mismatch_names_the_token(tiny_model_dir: Path) -> None:
 
 
 def test_a_model_dir_without_tokenizer_is_named(six_layer_teacher: Path, tmp_path: Path) -> None:
-    """GRPO checkpoints hold weights only: shrinking one, or distilling from it, says what is missing."""
+    """A weights-only dir (e.g. an old GRPO checkpoint): shrinking it, or distilling from it, says what is missing."""
     weights_only = tmp_path / "ckpt"
     weights_only.mkdir()
     for name in ("config.json", "model.safetensors"):

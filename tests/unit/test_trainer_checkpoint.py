@@ -224,3 +224,49 @@ def test_checkpoint_due_by_steps_or_wall_time(monkeypatch: pytest.MonkeyPatch) -
     assert trainer._checkpoint_due()
     with pytest.raises(ValueError, match="every_s"):
         GRPOConfig.model_validate({"checkpoint": {"every_s": 0}})
+
+
+def _chat(tok: Any) -> str:
+    messages = [{"role": "user", "content": "2+2?"}]
+    text: str = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_checkpoint_dir_carries_the_tokenizer(finetune: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint's model/ (or adapter/) dir is a complete HF dir: the tokenizer and chat template come along, so
+    it loads (and publishes, shrinks, serves) without the base model's files."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.stages import publish_model
+    from rlvr.student import load_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tok.chat_template  # the tiny model has SmolLM2's template: the round trip below can fail
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    path = save_checkpoint(tmp_path / "ckpts", 1, model, None, None, _state(1), tokenizer=tok)
+    saved = path / ("model" if finetune == "full" else "adapter")
+    assert (saved / "tokenizer.json").is_file() and (saved / "tokenizer_config.json").is_file()
+    back = load_tokenizer(saved, "teacher")
+    assert _chat(back) == _chat(tok) and back("1 + 1").input_ids == tok("1 + 1").input_ids
+    if finetune == "full":
+        assert AutoModelForCausalLM.from_pretrained(saved).config.num_hidden_layers == model.config.num_hidden_layers
+
+    # The pipeline publishes the checkpoint's own tokenizer; a base without tokenizer files proves where it came from.
+    bare_base = tmp_path / "bare_base"
+    bare_base.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        (bare_base / name).write_bytes((tiny_model_dir / name).read_bytes())
+    out = publish_model(path, bare_base, tmp_path / "published")
+    assert _chat(AutoTokenizer.from_pretrained(out)) == _chat(tok)
+    assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == model.config.vocab_size
+
+
+def test_checkpoint_without_tokenizer_still_saves_weights_only(tmp_path: Path) -> None:
+    model = _model()
+    path = save_checkpoint(tmp_path, 1, model, None, None, _state(1))
+    assert (path / "model" / "model.safetensors").is_file() and not (path / "model" / "tokenizer.json").exists()

@@ -123,6 +123,17 @@ def test_qlora_trains_on_cpu(tiny_model_dir: Path) -> None:
     assert all(n.count("lora_") for n, q in p.model.named_parameters() if q.requires_grad)
 
 
+def test_policy_keeps_the_tokenizer_for_checkpoints(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The policy holds its model's tokenizer (saved with every checkpoint); a dir without one fails up front."""
+    assert "<|im_start|>" in policy(tiny_model_dir, "full").tokenizer.chat_template
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (weights_only / name).write_bytes((tiny_model_dir / name).read_bytes())
+    with pytest.raises(PolicyError, match=r"weights_only: no usable tokenizer"):
+        Policy(ModelSection(path=str(weights_only), dtype="float32"))
+
+
 def make_group(task_id: str, rewards: list[float]) -> Group:
     samples = []
     for i, r in enumerate(rewards):

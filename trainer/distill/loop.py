@@ -255,7 +255,7 @@ class DistillTrainer:
         state = TrainState(step=self.step, data_state=self.stream.state_dict(),
                            extra={"elapsed_s": self.runlog.elapsed_s, "eval_s": self.runlog.eval_s})  # fmt: skip
         save_checkpoint(self.run_dir / "checkpoints", self.step, self.student.model, self.optimizer, self.scheduler,
-                        state, self.cfg.checkpoint.keep_last)  # fmt: skip
+                        state, self.cfg.checkpoint.keep_last, self.tok)  # fmt: skip
         self.runlog.note(f"checkpoint step {self.step} saved ({time.monotonic() - t0:.1f}s)")
 
     def run(self) -> DistillSummary:
