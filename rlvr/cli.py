@@ -42,10 +42,12 @@ def _register_components() -> None:
     from graders.cli import register as register_graders
     from rollout.cli import register as register_rollout
     from trainer.cli import register as register_trainer
+    from trainer.export.cli import register as register_export
 
     register_graders(app, serve_app)
     register_rollout(app, serve_app)
     register_trainer(app, train_app)
+    register_export(app)
 
 
 _register_components()
