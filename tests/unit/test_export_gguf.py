@@ -121,7 +121,7 @@ def test_tokenizer_metadata_marks_special_tokens_control(tiny: tuple[Any, Any], 
     assert {i for i, t in enumerate(types) if t == TokenType.CONTROL} == special
     assert {t for i, t in enumerate(types) if i not in special} == {TokenType.NORMAL}
     assert f["tokenizer.ggml.model"].contents() == "gpt2"
-    assert f["tokenizer.ggml.pre"].contents() == "gpt2"
+    assert f["tokenizer.ggml.pre"].contents() == "gpt-2"
     assert len(f["tokenizer.ggml.merges"].contents()) == 48900
     assert f["tokenizer.ggml.add_bos_token"].contents() is False  # SmolLM2 adds no BOS
     assert f["tokenizer.ggml.eos_token_id"].contents() == tok.eos_token_id == 2
@@ -131,7 +131,7 @@ def test_tokenizer_metadata_marks_special_tokens_control(tiny: tuple[Any, Any], 
 
 def test_pre_tokenizer_names() -> None:
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
-    assert pre_tokenizer_name({"pre_tokenizer": byte_level}, "t.json") == "gpt2"
+    assert pre_tokenizer_name({"pre_tokenizer": byte_level}, "t.json") == "gpt-2"
     digits = {"type": "Digits", "individual_digits": True}
     seq = {"type": "Sequence", "pretokenizers": [digits, byte_level]}
     assert pre_tokenizer_name({"pre_tokenizer": seq}, "t.json") == "smollm"

@@ -44,13 +44,13 @@ class GgufVocab:
 def pre_tokenizer_name(tokenizer_json: dict[str, Any], where: str) -> str:
     """llama.cpp's name for the pre-tokenizer regex (it cannot read HF's pre-tokenizer description).
 
-    Plain byte-level with the GPT-2 regex is "gpt2"; individual digits then byte-level is "smollm"
+    Plain byte-level with the GPT-2 regex is "gpt-2"; individual digits then byte-level is "smollm"
     (SmolLM/SmolLM2's original tokenizer). Anything else is refused: a wrong name tokenizes differently."""
     pre = tokenizer_json.get("pre_tokenizer") or {}
     parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in parts]
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits"):
         return "smollm"
     raise VocabError(f"{where}: pre_tokenizer {json.dumps(pre)[:200]} has no known llama.cpp name "
