@@ -22,9 +22,10 @@ import numpy as np
 MIN_TOP1 = 0.995
 MIN_GREEDY_SAME = 0.98
 Q8_FLOOR = 0.95
-LOGIT_TOL = {"transformers-gguf": 0.01, "llama.cpp": 0.05}
-"""Max |logit difference| / std(reference logits) in logits mode: the transformers reader differs only by
-f16 rounding of the weights; llama.cpp also rounds activations."""
+LOGIT_TOL = {"transformers-gguf": 0.05, "llama.cpp": 0.05}
+"""Max |logit difference| / std(reference logits) in logits mode. Measured on the tiny random model with a
+random LoRA merged in: 0.014 through both readers (one template position; 0.0007 without the adapter); a file
+without the q/k permutation is far above it (tests/integration/test_export.py)."""
 
 
 @dataclass
