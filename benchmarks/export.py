@@ -70,15 +70,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/export_smollm2.json"))
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rlvr-export-bench-") as tmp:
-        rows = [run(q, a, Path(tmp)) for q in a.quants]
-    result = {"model": "SmolLM2-135M-Instruct", "cpu_count": os.cpu_count(), "threads": a.threads,
-              "loadavg_1m_after": round(os.getloadavg()[0], 2),
-              "note": "measured on a shared 2-core machine; tokens/s are lower bounds under load",
-              "runs": rows}  # fmt: skip
+    rows: list[dict[str, Any]] = []
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    with tempfile.TemporaryDirectory(prefix="rlvr-export-bench-") as tmp:
+        for q in a.quants:  # the file is rewritten after each run, so a long run leaves what it measured
+            rows.append(run(q, a, Path(tmp)))
+            result = {"model": "SmolLM2-135M-Instruct", "cpu_count": os.cpu_count(), "threads": a.threads,
+                      "loadavg_1m_after": round(os.getloadavg()[0], 2),
+                      "note": "measured on a shared 2-core machine; tokens/s are lower bounds under load",
+                      "runs": rows}  # fmt: skip
+            Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+            print(f"wrote {a.out}", flush=True)
 
 
 if __name__ == "__main__":
