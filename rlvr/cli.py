@@ -74,6 +74,7 @@ def _register_components() -> None:
     from trainer.cli import register as register_trainer
     from trainer.datacheck.cli import register as register_data
     from trainer.eval_cli import register as register_eval
+    from trainer.export.cli import register as register_export
     from trainer.sft.cli import register as register_sft
 
     register_graders(app, serve_app)
@@ -84,6 +85,7 @@ def _register_components() -> None:
     register_eval(app)
     register_data(data_app)
     register_sft(train_app)
+    register_export(app)
 
 
 _register_components()

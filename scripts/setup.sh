@@ -28,6 +28,10 @@ pkgs=()
 for p in "${want_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
 done
+# A C/C++ toolchain and cmake build llama-cpp-python (step 3b), which PyPI ships only as source.
+for p in build-essential cmake; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
+done
 if [ ${#pkgs[@]} -gt 0 ]; then
   log "installing apt packages: ${pkgs[*]}"; did+=("apt")
   $SUDO apt-get update -q >/dev/null
@@ -63,6 +67,31 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$key" ]; then
     "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   fi
   echo "$key" > "$stamp"
+fi
+
+# 3b. llama-cpp-python (`rlvr export` runs llama.cpp to verify GGUF files). PyPI has only the source (measured:
+#     2325 s to build this trimmed wheel on 2 cores shared with other jobs, load average ~18; the figure
+#     for an idle 2-core machine and the untrimmed build is ~14 min). Built once into a wheel cache keyed on the
+#     CPU's flags (it is compiled with -march=native), then installed from there. Trimmed: no multimodal library,
+#     examples, tests or server.
+LLAMA_CPP_VERSION=0.3.36
+cpu_key=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-12)
+wheels="${RLVR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rlvr}/wheels/$cpu_key"
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$LLAMA_CPP_VERSION')" 2>/dev/null; then
+  whl=$(ls "$wheels"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl 2>/dev/null | head -1 || true)
+  if [ -z "$whl" ]; then
+    log "building llama-cpp-python $LLAMA_CPP_VERSION from source (once; cached in $wheels)"; did+=("llama-cpp-build")
+    mkdir -p "$wheels"
+    start=$(date +%s)
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF" \
+      "$VENV/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+      -w "$wheels" "llama-cpp-python==$LLAMA_CPP_VERSION"
+    log "llama-cpp-python built in $(( $(date +%s) - start ))s"
+    whl=$(ls "$wheels"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl | head -1)
+  fi
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-warn-script-location "$whl"
+  did+=("llama-cpp")
 fi
 
 # (gRPC stubs are committed and regenerated only by `make proto`; a test fails when they are stale.)
