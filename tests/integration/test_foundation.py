@@ -21,9 +21,13 @@ VLLM_SCRIPT = textwrap.dedent(
     import sys
     if __name__ == "__main__":
         from vllm import LLM, SamplingParams
-        llm = LLM(model=sys.argv[1], max_model_len=512, enforce_eager=True, seed=0)
-        out = llm.chat([[{"role": "user", "content": "What is the capital of France?"}]],
-                       SamplingParams(max_tokens=12, temperature=0.0))
+        from transformers import AutoTokenizer
+        # float32: in bf16 the greedy answer of this Q4_1-dequantized 135M model depends on the CPU's bf16 kernels
+        # (on one machine "Paris", on another "L'Étoile, la Marseillaise, ..."); float32 matches HF's "Paris".
+        prompt = AutoTokenizer.from_pretrained(sys.argv[1]).apply_chat_template(
+            [{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True)
+        llm = LLM(model=sys.argv[1], max_model_len=512, enforce_eager=True, seed=0, dtype="float32")
+        out = llm.generate([prompt], SamplingParams(max_tokens=12, temperature=0.0))
         print("ANSWER:" + out[0].outputs[0].text.replace("\\n", " "))
     """
 )
