@@ -117,6 +117,7 @@ class SamplingParams(_message.Message):
     max_tokens: _builtins.int
     """0 -> 16"""
     seed: _builtins.int
+    """sample i uses seed + i; INVALID_ARGUMENT on a vLLM CPU engine (crashes it)"""
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
