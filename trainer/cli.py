@@ -37,6 +37,22 @@ DEMO_CONFIG: dict[str, Any] = {
 }
 
 
+
+def load_config_or_exit(load: Any, config: Path | None, overrides: list[str] | None, show_config: bool) -> Any:
+    """A stage command's config: `load(config, overrides)`, or exit EXIT_CONFIG naming the file and field. With
+    --show-config it prints the resolved config and returns None (the command then stops)."""
+    from rlvr.config import ConfigError
+
+    try:
+        cfg = load(config, list(overrides or []))
+    except (ConfigError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if show_config:
+        typer.echo(cfg.model_dump_json(indent=2))
+        return None
+    return cfg
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)  # fmt: skip
@@ -84,20 +100,14 @@ def train_grpo(
     """Train a policy with GRPO against the rollout and grader services (started here unless given).
 
     Writes <run_dir>/metrics.jsonl, tasks.jsonl, tensorboard/ and checkpoints/."""
-    from rlvr.config import ConfigError, field_help
+    from rlvr.config import field_help
     from trainer.config import GRPOConfig, load_grpo_config
 
     if help_config:
         typer.echo("\n".join(field_help(GRPOConfig)))
         return
-
-    try:
-        cfg = load_grpo_config(config, list(overrides or []))
-    except (ConfigError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    if show_config:
-        typer.echo(cfg.model_dump_json(indent=2))
+    cfg = load_config_or_exit(load_grpo_config, config, overrides, show_config)
+    if cfg is None:
         return
     _setup_logging()
     _sigterm_to_exit()

@@ -20,16 +20,11 @@ def train_distill(
 
     Writes <run_dir>/metrics.jsonl, tasks.jsonl, tensorboard/, checkpoints/, student/ (the distilled model) and,
     when the teacher samples, teacher_samples/verified.jsonl with per-prompt pass counts."""
-    from rlvr.config import ConfigError
+    from trainer.cli import load_config_or_exit
     from trainer.distill.config import load_distill_config
 
-    try:
-        cfg = load_distill_config(config, list(overrides or []))
-    except (ConfigError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    if show_config:
-        typer.echo(cfg.model_dump_json(indent=2))
+    cfg = load_config_or_exit(load_distill_config, config, overrides, show_config)
+    if cfg is None:
         return
     _setup_logging()
     _sigterm_to_exit()

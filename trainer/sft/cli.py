@@ -23,16 +23,11 @@ def train_sft(
 
     Runs `rlvr data check` on data.path first. Writes <run_dir>/metrics.jsonl, tensorboard/, checkpoints/,
     data_check.json and model/ (an HF model directory for `rlvr train grpo model.path=...`)."""
-    from rlvr.config import ConfigError
+    from trainer.cli import load_config_or_exit
     from trainer.sft.config import load_sft_config
 
-    try:
-        cfg = load_sft_config(config, list(overrides or []))
-    except (ConfigError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    if show_config:
-        typer.echo(cfg.model_dump_json(indent=2))
+    cfg = load_config_or_exit(load_sft_config, config, overrides, show_config)
+    if cfg is None:
         return
     from trainer.cli import _setup_logging, _sigterm_to_exit
     from trainer.data import DataError
