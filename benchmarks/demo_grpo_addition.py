@@ -1,8 +1,8 @@
-"""`rlvr demo` measured: held-out accuracy by the strict scorer (last_integer) before and after, per seed.
+"""`rlvr demo --grpo-only` measured: held-out accuracy by the strict scorer (last_integer) before and after, per seed.
 
     .venv/bin/python benchmarks/demo_grpo_addition.py [--seeds 0 1 2] [--out benchmarks/results/demo_grpo_addition.json]
 
-Runs `rlvr demo --seed S` (embedded rollout and grader services, examples/grpo_addition.toml's recipe) once
+Runs `rlvr demo --grpo-only --seed S` (embedded rollout and grader services, examples/grpo_addition.toml's recipe) once
 per seed as a subprocess, then reads each run's metrics.jsonl and eval_samples.jsonl: base and final
 accuracy on the 200 held-out problems (the same problems for every seed), training and wall time, and the
 first held-out answers before and after, so the numbers can be checked against what the model wrote. The
@@ -34,7 +34,7 @@ def _examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_seed(seed: int, run_dir: Path) -> dict[str, Any]:
     t0 = time.monotonic()
-    cmd = [sys.executable, "-m", "rlvr.cli", "demo", "--seed", str(seed), "--run-dir", str(run_dir)]
+    cmd = [sys.executable, "-m", "rlvr.cli", "demo", "--grpo-only", "--seed", str(seed), "--run-dir", str(run_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.monotonic() - t0
     if proc.returncode != 0:
@@ -72,7 +72,7 @@ def main() -> None:
               f"({res['gain_points']:+.1f} points) in {res['training_s']:.0f}s training, {res['wall_s']:.0f}s wall")
         results.append(res)
     out = {
-        "benchmark": "rlvr demo: GRPO, SmolLM2-135M-Instruct, 2-digit addition; accuracy = last_integer on 200 "
+        "benchmark": "rlvr demo --grpo-only: GRPO, SmolLM2-135M-Instruct, 2-digit addition; accuracy = last_integer on 200 "
                      "held-out problems, greedy",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "note": args.note,

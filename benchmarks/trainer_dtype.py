@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
 
 PATHS = ("bf16-autocast", "float32", "pure-bf16")
 
@@ -51,13 +52,12 @@ def demo_groups(tokenizer: Any, prompts: int = 8, group_size: int = 8, max_token
 def make(path: str) -> tuple[Any, Any, Any, Any]:
     import torch
 
-    from trainer.cli import DEMO_CONFIG
-    from trainer.config import GRPOConfig
+    from trainer.config import load_grpo_config
     from trainer.grpo import make_optimizer
     from trainer.policy import Policy
 
-    data = {**DEMO_CONFIG, "model": {**DEMO_CONFIG["model"], "dtype": "float32" if path == "float32" else "bfloat16"}}
-    cfg = GRPOConfig.model_validate(data)
+    dtype = "float32" if path == "float32" else "bfloat16"
+    cfg = load_grpo_config(REPO / "examples" / "grpo_addition.toml", [f"model.dtype='{dtype}'"])
     policy = Policy(cfg.model)
     if path == "pure-bf16":
         policy.model.to(torch.bfloat16)

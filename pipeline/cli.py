@@ -97,4 +97,7 @@ def pipeline_status(run_dir: Path = typer.Argument(..., help="The pipeline's run
 
 
 def register(app: typer.Typer) -> None:
+    from pipeline.demo import demo
+
     app.add_typer(pipeline_app, name="pipeline")
+    app.command("demo")(demo)

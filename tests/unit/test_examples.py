@@ -94,15 +94,3 @@ def test_grpo_examples_validate_their_data_and_rewards() -> None:
         assert not cfg.data.eval_path or cfg.data.eval_path != cfg.data.path, path.name
         train_prompts = {str(t.messages) for t in stream.tasks}
         assert held_out and not train_prompts & {str(t.messages) for t in held_out}, path.name
-
-
-def test_demo_config_matches_the_addition_example() -> None:
-    """`rlvr demo` runs the recipe of examples/grpo_addition.toml (a test keeps the two in step)."""
-    from trainer.cli import DEMO_CONFIG
-    from trainer.config import GRPOConfig, load_grpo_config
-
-    demo = GRPOConfig.model_validate(DEMO_CONFIG)
-    example = load_grpo_config(EXAMPLES / "grpo_addition.toml")
-    for section in ("model", "data", "sampling", "optim", "train", "loss"):
-        assert getattr(demo, section) == getattr(example, section), section
-    assert demo.rewards == example.rewards
