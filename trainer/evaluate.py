@@ -81,6 +81,8 @@ class EvalRow:
     message: str = ""
     rewards: dict[str, float] | None = None
     """The training rewards of this completion (None when they were not graded or gave no verdict)."""
+    completion_tokens: int = 0
+    """Tokens generated, as the model's own tokenizer counts them (an end-of-generation token included)."""
 
 
 @dataclass
@@ -190,6 +192,7 @@ async def evaluate(
             correct=status == "passed", message=(verdict.messages.get(judge.key, "") if verdict else
                                                  _no_verdict_reason(reasons[id(sample)])),
             rewards=dict(reward.per_grader) if reward is not None and reward.reward is not None else None,
+            completion_tokens=len(sample.token_ids),
         ))  # fmt: skip
         if reward is not None and reward.reward is not None:
             scored.append(ScoredSample(sample, reward))
