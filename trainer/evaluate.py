@@ -58,6 +58,9 @@ class ScorerSpec(StrictModel):
 
 
 class RolloutLike(Protocol):
+    """What generates the answers: the rollout service's client (rollout.client.RolloutClient), or a GGUF file
+    run by llama.cpp (trainer.gguf_rollout.GgufRollout)."""
+
     async def generate(
         self, prompts: Sequence[PromptInput], params: SamplingConfig | None = None, adapter: str | None = None
     ) -> list[Sample]: ...
