@@ -111,3 +111,14 @@ def test_side_by_side_table() -> None:
     assert "status infra_error (no verdict: not a failure)" in text
     line = next(ln for ln in text.splitlines() if "status failed" in ln)
     assert "3" in line and "0" in line
+
+
+def test_cli_names_a_missing_gguf_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rlvr.cli import app
+
+    missing = tmp_path / "model.gguf"
+    result = CliRunner().invoke(app, ["eval", "--model", str(missing), "--config", str(EXAMPLES / "eval_addition.toml"),
+                                      f"out_dir={tmp_path / 'out'}"])  # fmt: skip
+    assert result.exit_code == 2 and f"{missing}: no such GGUF file" in result.output
