@@ -119,6 +119,7 @@ async def _open_rollout(cfg: EvalConfig, services: Any, model: Path, version: in
 
 
 async def _close(rollout: Any) -> None:
+    # RolloutClient.close is a coroutine (a gRPC channel); GgufRollout.close frees llama.cpp's memory at once.
     closed = rollout.close()
     if asyncio.iscoroutine(closed):
         await closed
