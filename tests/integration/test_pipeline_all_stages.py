@@ -4,8 +4,9 @@ from @sft (vLLM rollout + grader service) → logits-mode distillation of @grpo 
 (student_layers) → GGUF export of @distill, verified by both readers → one eval
 stage comparing @sft, @grpo, @distill and @export side by side (the HF models through vLLM, the GGUF file through
 llama.cpp with only the grader service). Checks the manifest, each stage's output, eval.json's rows and the report
-(rebuilt by `rlvr report --check` in headless Chromium). Measured on the shared 2-core machine under load (average
-~6.5): 300 s; most of it is three vLLM engine starts (GRPO, and the eval's two shapes).
+(rebuilt by `rlvr report --check` in headless Chromium). Measured only on the shared 2-core machine under load
+(load average 6.5-9): 304 s and 339 s wall, ~105 s CPU; most of the wall time is three vLLM engine starts (GRPO,
+and the eval's two shapes).
 The models are random, so only the plumbing is judged here: accuracy is a number in [0, 1], not a level."""
 
 from __future__ import annotations
