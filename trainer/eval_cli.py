@@ -1,4 +1,4 @@
-"""`rlvr eval --model DIR [--model DIR ...] --config examples/eval_*.toml [--samples K] [--json OUT]`."""
+"""`rlvr eval --model DIR|FILE.gguf [--model ...] --config examples/eval_*.toml [--samples K] [--json OUT]`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ EXIT_SERVICE = 3
 
 
 def eval_models(
-    model: list[str] = typer.Option(..., "--model", "-m", help="HF model dir, base or tiny; repeat to compare."),
+    model: list[str] = typer.Option(..., "--model", "-m", help="HF dir, base, tiny or FILE.gguf; repeat to compare."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Eval TOML (see examples/eval_*.toml)."),
     overrides: list[str] | None = typer.Argument(None, help="Config overrides, e.g. size=50 generation.max_tokens=32."),
     samples: int | None = typer.Option(None, "--samples", "-k", min=1, help="K samples per task for pass@k."),
@@ -29,6 +29,7 @@ def eval_models(
     from trainer.data import DataError
     from trainer.eval_config import load_eval_config
     from trainer.eval_models import comparison_table, evaluate_models
+    from trainer.export.readers import ReaderError
     from trainer.policy import PolicyError
 
     try:
@@ -36,15 +37,11 @@ def eval_models(
     except (ConfigError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
-    if any(m.endswith(".gguf") for m in model):
-        typer.echo("error: evaluating a GGUF file needs the llama.cpp runner of `rlvr export`, which is not "
-                   "available in this checkout", err=True)  # fmt: skip
-        raise typer.Exit(EXIT_CONFIG)
     out_dir = cfg.out_dir or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
     _setup_logging()
     try:
         results = evaluate_models(cfg, model, out_dir, samples)
-    except (PolicyError, DataError, ValueError) as e:
+    except (PolicyError, DataError, ValueError, ReaderError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
     except ServiceStartError as e:

@@ -3,7 +3,12 @@ embedded services (trainer.services) and trainer/evaluate.py's `evaluate` — th
 stages use too: greedy accuracy by the strict scorer, and with K samples per task the unbiased pass@k
 (trainer/passk.py). Reported per model: accuracy, pass@k, the mean of each `[[rewards]]` entry, the scorer's
 status counts (tasks without a verdict — infra_error or invalid_request after retries — are counted apart and
-are not failures), mean completion length in tokens, and every prompt/completion/verdict as JSONL."""
+are not failures), mean completion length in generated tokens, and every prompt/completion/verdict as JSONL.
+
+An HF model directory is served by the rollout service (vLLM); a `*.gguf` file (an export stage's output) is
+run in-process by llama.cpp (trainer/gguf_rollout.py) with only the grader service started. Both go through the
+same `evaluate`, so a mixed list gives one side-by-side table. A new backend: a RolloutLike and a branch in
+`_open_rollout`."""
 
 from __future__ import annotations
 
@@ -66,12 +71,20 @@ def status_counts(rows: Sequence[Any]) -> dict[str, int]:
                         for r in rows))  # fmt: skip
 
 
-def _token_lengths(model_dir: Path, texts: Sequence[str]) -> float:
-    from transformers import AutoTokenizer
+def is_gguf(model: str | Path) -> bool:
+    return str(model).endswith(".gguf")
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    return sum(lengths) / len(lengths) if lengths else float("nan")
+
+def resolve_model(model: str) -> Path:
+    """A GGUF file as given (it must exist), anything else as the policy resolves it (HF dir, base, tiny)."""
+    from trainer.policy import resolve_model_path
+
+    if is_gguf(model):
+        path = Path(model)
+        if not path.is_file():
+            raise ValueError(f"--model {model}: no such GGUF file")
+        return path
+    return resolve_model_path(model)
 
 
 def _write_rows(path: Path, rows: Sequence[Any], label: str, mode: str) -> None:
@@ -82,11 +95,39 @@ def _write_rows(path: Path, rows: Sequence[Any], label: str, mode: str) -> None:
             f.write(json.dumps({"model": label, "mode": mode, **asdict(r)}) + "\n")
 
 
-async def _exam(cfg: EvalConfig, services: Any, samples: int, push: tuple[Path, int] | None) -> tuple[Any, Any]:
-    """Greedy (and, with samples > 1, sampled) evaluation against running services; `push` = (model dir,
-    version): first swap that model's weights into the running engine."""
-    from graders.client import GraderClient
+async def _open_rollout(cfg: EvalConfig, services: Any, model: Path, version: int) -> Any:
+    """The model's rollout: llama.cpp in-process for a GGUF file; else the running rollout service, with the
+    model's weights swapped in first unless it is the one the engine started with (version 0)."""
     from rollout.client import RolloutClient
+
+    r = cfg.rollout
+    if is_gguf(model):
+        from trainer.gguf_rollout import GgufRollout
+
+        return GgufRollout(model, threads=r.threads or 2, n_ctx=r.max_model_len)
+    rollout = RolloutClient(services.rollout_addresses, token=r.token, tls_ca=r.tls_ca, timeout_s=r.request_timeout_s)
+    try:
+        await rollout.wait_ready(r.start_timeout_s)
+        if version:
+            got = await rollout.update_weights(load_weights(model), version)
+            if got != version:
+                raise RuntimeError(f"rollout service reports version {got} after loading {model}")
+    except BaseException:
+        await rollout.close()
+        raise
+    return rollout
+
+
+async def _close(rollout: Any) -> None:
+    # RolloutClient.close is a coroutine (a gRPC channel); GgufRollout.close frees llama.cpp's memory at once.
+    closed = rollout.close()
+    if asyncio.iscoroutine(closed):
+        await closed
+
+
+async def _exam(cfg: EvalConfig, services: Any, samples: int, model: Path, version: int) -> tuple[Any, Any]:
+    """Greedy (and, with samples > 1, sampled) evaluation of `model` against the running grader service."""
+    from graders.client import GraderClient
     from rollout.types import SamplingConfig
     from trainer.data import build_tasks
     from trainer.evaluate import evaluate
@@ -97,29 +138,25 @@ async def _exam(cfg: EvalConfig, services: Any, samples: int, push: tuple[Path, 
         held_out = held_out[: cfg.size]
     if not held_out:
         raise ValueError("the held-out set is empty: set data.eval_size (or data.eval_path)")
-    g, r = cfg.graders, cfg.rollout
-    rollout = RolloutClient(services.rollout_addresses, token=r.token, tls_ca=r.tls_ca, timeout_s=r.request_timeout_s)
+    g, gen = cfg.graders, cfg.generation
     grader = GraderClient(services.grader_address, token=g.token, tls_ca=g.tls_ca, timeout_s=g.timeout_s)
     retry = GradeRetry(g.retries, g.backoff_s, g.timeout_s)
-    gen = cfg.generation
     try:
-        await rollout.wait_ready(r.start_timeout_s)
         await grader.wait_ready(g.start_timeout_s)
-        if push is not None:
-            got = await rollout.update_weights(load_weights(push[0]), push[1])
-            if got != push[1]:
-                raise RuntimeError(f"rollout service reports version {got} after loading {push[0]}")
-        greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=gen.max_tokens, stop=list(gen.stop))
-        report = await evaluate(held_out, rollout, grader, cfg.resolved_scorer, greedy, rewards=cfg.rewards,
-                                retry=retry)  # fmt: skip
-        sampled = None
-        if samples > 1:
-            params = SamplingConfig(n=samples, temperature=gen.temperature, top_p=gen.top_p,
-                                    max_tokens=gen.max_tokens, stop=list(gen.stop))  # fmt: skip
-            sampled = await evaluate(held_out, rollout, grader, cfg.resolved_scorer, params, retry=retry)
-        return report, sampled
+        rollout = await _open_rollout(cfg, services, model, version)
+        try:
+            greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=gen.max_tokens, stop=list(gen.stop))
+            report = await evaluate(held_out, rollout, grader, cfg.resolved_scorer, greedy, rewards=cfg.rewards,
+                                    retry=retry)  # fmt: skip
+            sampled = None
+            if samples > 1:
+                params = SamplingConfig(n=samples, temperature=gen.temperature, top_p=gen.top_p,
+                                        max_tokens=gen.max_tokens, stop=list(gen.stop))  # fmt: skip
+                sampled = await evaluate(held_out, rollout, grader, cfg.resolved_scorer, params, retry=retry)
+            return report, sampled
+        finally:
+            await _close(rollout)
     finally:
-        await rollout.close()
         await grader.close()
 
 
@@ -141,9 +178,12 @@ _SHAPE_KEYS = ("architectures", "model_type", "hidden_size", "intermediate_size"
 
 
 def engine_key(model_dir: Path) -> str:
-    """Models with equal keys can share one engine (weights swapped): same architecture, shape and tokenizer."""
+    """Models with equal keys can share one engine (weights swapped): same architecture, shape and tokenizer.
+    GGUF files share one key: consecutive ones share the grader service (each runs in its own llama.cpp)."""
     import hashlib
 
+    if is_gguf(model_dir):
+        return "gguf"
     cfg = json.loads((model_dir / "config.json").read_text())
     tok = model_dir / "tokenizer.json"
     tok_hash = hashlib.sha256(tok.read_bytes()).hexdigest() if tok.is_file() else str(model_dir)
@@ -155,7 +195,7 @@ def _result(cfg: EvalConfig, label: str, model_dir: Path, out: Path, report: Any
     metrics: dict[str, float] = {
         "accuracy": report.accuracy, "correct": float(sum(r.correct for r in rows)),
         "judged": float(len(report.judged)), "tasks": float(len(rows)),
-        "completion_tokens_mean": _token_lengths(model_dir, [r.completion for r in rows]),
+        "completion_tokens_mean": sum(r.completion_tokens for r in rows) / len(rows) if rows else math.nan,
     }  # fmt: skip
     for spec in cfg.rewards:
         metrics[f"reward/{spec.key}"] = report.reward_metrics.get(f"eval/rewards/reward/{spec.key}_mean", math.nan)
@@ -169,19 +209,21 @@ def _result(cfg: EvalConfig, label: str, model_dir: Path, out: Path, report: Any
 
 
 def _evaluate_group(cfg: EvalConfig, group: list[tuple[Path, str]], out_dir: Path, k: int) -> list[ModelResult]:
-    """Models that share one engine: the services start with the first; the others' weights are swapped in."""
+    """Models that share one engine: the services start with the first; the others' weights are swapped in.
+    A group of GGUF files starts only the grader service."""
     from trainer.services import Services
 
     first_dir, first_label = group[0]
     results = []
-    with Services(cfg.service_config(str(first_dir)), first_dir, out_dir / first_label / "logs") as services:
+    service_cfg = cfg.service_config(str(first_dir))
+    with Services(service_cfg, first_dir, out_dir / first_label / "logs", rollout=not is_gguf(first_dir)) as services:
         for version, (model_dir, label) in enumerate(group):
-            log.info("evaluating %s (%s)%s", label, model_dir, " (weights swapped into the running engine)"
-                     if version else "")  # fmt: skip
+            swapped = " (weights swapped into the running engine)" if version else ""
+            how = " (llama.cpp)" if is_gguf(model_dir) else swapped
+            log.info("evaluating %s (%s)%s", label, model_dir, how)
             out = out_dir / label
             out.mkdir(parents=True, exist_ok=True)
-            push = (model_dir, version) if version else None
-            report, sampled = asyncio.run(_exam(cfg, services, k, push))
+            report, sampled = asyncio.run(_exam(cfg, services, k, model_dir, version))
             results.append(_result(cfg, label, model_dir, out, report, sampled, k))
     return results
 
@@ -201,11 +243,9 @@ def evaluate_models(cfg: EvalConfig, models: Sequence[str], out_dir: Path, sampl
                     labels: Sequence[str] | None = None) -> list[ModelResult]:  # fmt: skip
     """Evaluate each model (in order); consecutive models of one architecture, shape and tokenizer share one
     rollout engine and grader service (weights swapped, not the engine restarted). Writes out_dir/eval.json."""
-    from trainer.policy import resolve_model_path
-
     k = samples if samples is not None else cfg.generation.samples
     labels = list(labels) if labels is not None else model_labels(models)
-    dirs = [resolve_model_path(m) for m in models]
+    dirs = [resolve_model(m) for m in models]
     groups: list[list[tuple[Path, str]]] = []
     for model_dir, label in zip(dirs, labels, strict=True):
         if groups and engine_key(groups[-1][0][0]) == engine_key(model_dir):

@@ -58,6 +58,9 @@ class ScorerSpec(StrictModel):
 
 
 class RolloutLike(Protocol):
+    """What generates the answers: the rollout service's client (rollout.client.RolloutClient), or a GGUF file
+    run by llama.cpp (trainer.gguf_rollout.GgufRollout)."""
+
     async def generate(
         self, prompts: Sequence[PromptInput], params: SamplingConfig | None = None, adapter: str | None = None
     ) -> list[Sample]: ...
@@ -81,6 +84,8 @@ class EvalRow:
     message: str = ""
     rewards: dict[str, float] | None = None
     """The training rewards of this completion (None when they were not graded or gave no verdict)."""
+    completion_tokens: int = 0
+    """Tokens generated, as the model's own tokenizer counts them (an end-of-generation token included)."""
 
 
 @dataclass
@@ -190,6 +195,7 @@ async def evaluate(
             correct=status == "passed", message=(verdict.messages.get(judge.key, "") if verdict else
                                                  _no_verdict_reason(reasons[id(sample)])),
             rewards=dict(reward.per_grader) if reward is not None and reward.reward is not None else None,
+            completion_tokens=len(sample.token_ids),
         ))  # fmt: skip
         if reward is not None and reward.reward is not None:
             scored.append(ScoredSample(sample, reward))

@@ -47,10 +47,12 @@ def grader_args(cfg: GRPOConfig, backend: str) -> list[str]:
 
 
 class Services:
-    """Addresses of the run's services; starts the missing ones and stops what it started."""
+    """Addresses of the run's services; starts the missing ones and stops what it started. With rollout=False
+    only the grader service is wanted (a GGUF file is generated from in-process by llama.cpp)."""
 
-    def __init__(self, cfg: GRPOConfig, model_dir: Path, log_dir: Path) -> None:
+    def __init__(self, cfg: GRPOConfig, model_dir: Path, log_dir: Path, rollout: bool = True) -> None:
         self.cfg = cfg
+        self.want_rollout = rollout
         self.model_dir = model_dir
         self.log_dir = log_dir
         self.rollout_addresses: list[str] = list(cfg.rollout.address)
@@ -67,7 +69,7 @@ class Services:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.grader_address is None:
             self._start_graders()
-        if not self.rollout_addresses:
+        if self.want_rollout and not self.rollout_addresses:
             env = {"VLLM_CPU_KVCACHE_SPACE": f"{self.cfg.rollout.kv_cache_gib:g}"}
             proc = self._spawn("rollout.server", rollout_args(self.cfg, self.model_dir), "rollout", env)
             self.rollout_addresses = [proc.start(timeout_s=self.cfg.rollout.start_timeout_s)]

@@ -17,8 +17,10 @@ from trainer.eval_models import (
     ModelResult,
     comparison_table,
     engine_key,
+    is_gguf,
     model_labels,
     pass_at_k_metrics,
+    resolve_model,
     status_counts,
 )
 from trainer.passk import pass_at_k
@@ -83,6 +85,17 @@ def test_engine_key(tmp_path: Path) -> None:
 
     assert engine_key(model("a", 2)) == engine_key(model("b", 2))
     assert engine_key(model("c", 1)) != engine_key(tmp_path / "a")
+    # GGUF files (run by llama.cpp) group together and apart from every HF engine.
+    assert engine_key(tmp_path / "x" / "model.gguf") == engine_key(tmp_path / "y.gguf") != engine_key(tmp_path / "a")
+
+
+def test_a_gguf_model_must_be_a_file(tmp_path: Path) -> None:
+    gguf = tmp_path / "export" / "model.gguf"
+    with pytest.raises(ValueError, match=r"--model .*export/model\.gguf: no such GGUF file"):
+        resolve_model(str(gguf))
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    assert resolve_model(str(gguf)) == gguf and is_gguf(gguf) and not is_gguf(tmp_path)
 
 
 def test_side_by_side_table() -> None:
@@ -98,3 +111,14 @@ def test_side_by_side_table() -> None:
     assert "status infra_error (no verdict: not a failure)" in text
     line = next(ln for ln in text.splitlines() if "status failed" in ln)
     assert "3" in line and "0" in line
+
+
+def test_cli_names_a_missing_gguf_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rlvr.cli import app
+
+    missing = tmp_path / "model.gguf"
+    result = CliRunner().invoke(app, ["eval", "--model", str(missing), "--config", str(EXAMPLES / "eval_addition.toml"),
+                                      f"out_dir={tmp_path / 'out'}"])  # fmt: skip
+    assert result.exit_code == 2 and f"{missing}: no such GGUF file" in result.output

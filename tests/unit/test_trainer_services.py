@@ -17,7 +17,7 @@ class FakeProcess:
     stopped: ClassVar[list[list[str]]] = []
 
     def __init__(self, module: str, args: list[str], name: str, env: dict[str, str], log_path: Path) -> None:
-        self.args, self.log_path = args, log_path
+        self.args, self.log_path, self.name = args, log_path, name
 
     def start(self, timeout_s: float = 0) -> str:
         FakeProcess.started.append(self.args)
@@ -68,3 +68,11 @@ def test_restarted_with_a_sandbox_when_the_service_says_so(fake: dict[str, Any],
 def test_a_configured_backend_is_not_second_guessed(fake: dict[str, Any], tmp_path: Path) -> None:
     _start(GRPOConfig.model_validate({"graders": {"sandbox": "docker"}}), tmp_path)
     assert [_backend(a) for a in FakeProcess.started] == ["docker"] and fake == {}
+
+
+def test_grader_service_alone_for_a_gguf_model(fake: dict[str, Any], tmp_path: Path) -> None:
+    # `rlvr eval` of a GGUF file runs llama.cpp in-process: no rollout server is started (nor an address needed).
+    svc = services.Services(GRPOConfig(), tmp_path / "model.gguf", tmp_path, rollout=False)
+    svc.start()
+    assert [_backend(a) for a in FakeProcess.started] == ["none"] and svc.rollout_addresses == []
+    assert svc.embedded == ["graders"]

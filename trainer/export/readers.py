@@ -65,9 +65,10 @@ def load_transformers_gguf(path: Path) -> HfRunner:
 
 
 class LlamaCppRunner:
-    """llama.cpp via llama-cpp-python; all logits kept (logits_all) for teacher forcing."""
+    """llama.cpp via llama-cpp-python; all logits kept (logits_all) for teacher forcing, unless told otherwise
+    (generation needs only the last position's: trainer/gguf_rollout.py)."""
 
-    def __init__(self, path: Path, threads: int, n_ctx: int = 1024) -> None:
+    def __init__(self, path: Path, threads: int, n_ctx: int = 1024, logits_all: bool = True) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as e:
@@ -75,7 +76,7 @@ class LlamaCppRunner:
         self.name = "llama.cpp"
         try:
             self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=threads,
-                             n_threads_batch=threads, logits_all=True, verbose=False, seed=0)  # fmt: skip
+                             n_threads_batch=threads, logits_all=logits_all, verbose=False, seed=0)  # fmt: skip
         except (ValueError, RuntimeError) as e:
             raise ReaderError(f"{path}: llama.cpp could not load the file: {e}") from None
 
