@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/demo_grpo_addition.py [--seeds 0 1 2] [--out benchmarks/results/demo_grpo_addition.json]
 
-Runs `rlvr demo --grpo-only --seed S` (embedded rollout and grader services, examples/grpo_addition.toml's recipe) once
+Runs `rlvr demo --grpo-only --seed S` (embedded services, examples/grpo_addition.toml's recipe) once
 per seed as a subprocess, then reads each run's metrics.jsonl and eval_samples.jsonl: base and final
 accuracy on the 200 held-out problems (the same problems for every seed), training and wall time, and the
 first held-out answers before and after, so the numbers can be checked against what the model wrote. The
@@ -72,8 +72,8 @@ def main() -> None:
               f"({res['gain_points']:+.1f} points) in {res['training_s']:.0f}s training, {res['wall_s']:.0f}s wall")
         results.append(res)
     out = {
-        "benchmark": "rlvr demo --grpo-only: GRPO, SmolLM2-135M-Instruct, 2-digit addition; accuracy = last_integer on 200 "
-                     "held-out problems, greedy",
+        "benchmark": "rlvr demo --grpo-only: GRPO, SmolLM2-135M-Instruct, 2-digit addition; accuracy = last_integer "
+                     "on 200 held-out problems, greedy",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "note": args.note,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
