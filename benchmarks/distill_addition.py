@@ -7,7 +7,7 @@ the strict scorer (last_integer) through the shared evaluator.
     .venv/bin/python benchmarks/distill_addition.py --teacher DIR --config examples/distill_demo.toml --mode keep \
         --minutes 0 --out benchmarks/results/distill_demo.json    # the demo recipe as the pipeline runs it
 
-Makes the student with `rlvr models shrink` (reused when present), runs `rlvr train distill` with the config
+Makes the student with `rlvr models shrink` (afresh), runs `rlvr train distill` with the config
 (mode and overrides as given, train.max_time_s = minutes unless 0; --mode keep: the config's) as a subprocess while
 sampling the machine's load average, then reads the run's metrics.jsonl, teacher_eval.json and eval_samples.jsonl:
 teacher and student accuracy on the same held-out problems, the student's accuracy per evaluation, training and
@@ -46,10 +46,10 @@ def _examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def shrink_student(teacher: Path, layers: int, out: Path) -> dict[str, Any]:
-    if not (out / "shrink.json").is_file():
-        cmd = [sys.executable, "-m", "rlvr.cli", "models", "shrink", "--from", str(teacher), "--layers", str(layers),
-               "--out", str(out)]  # fmt: skip
-        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    # Made afresh each time (seconds): a student left by an older layer selection must not be measured.
+    cmd = [sys.executable, "-m", "rlvr.cli", "models", "shrink", "--from", str(teacher), "--layers", str(layers),
+           "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return dict(json.loads((out / "shrink.json").read_text()))
 
 
