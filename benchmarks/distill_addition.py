@@ -2,10 +2,13 @@
 the strict scorer (last_integer) through the shared evaluator.
 
     .venv/bin/python benchmarks/distill_addition.py --teacher DIR [--layers 11] [--mode logits] \
-        [--minutes 10] [--out benchmarks/results/distill_addition_logits.json] [key=value ...]
+        [--minutes 10] [--config examples/distill_addition.toml] [--out benchmarks/results/FILE.json] \
+        [key=value ...]
+    .venv/bin/python benchmarks/distill_addition.py --teacher DIR --config examples/distill_demo.toml --mode keep \
+        --minutes 0 --out benchmarks/results/distill_demo.json    # the demo recipe as the pipeline runs it
 
-Makes the student with `rlvr models shrink` (reused when present), runs `rlvr train distill` with
-examples/distill_addition.toml (mode and overrides as given, train.max_time_s = minutes) as a subprocess while
+Makes the student with `rlvr models shrink` (afresh), runs `rlvr train distill` with the config
+(mode and overrides as given, train.max_time_s = minutes unless 0; --mode keep: the config's) as a subprocess while
 sampling the machine's load average, then reads the run's metrics.jsonl, teacher_eval.json and eval_samples.jsonl:
 teacher and student accuracy on the same held-out problems, the student's accuracy per evaluation, training and
 wall time, both parameter counts and the first held-out answers, so the numbers can be checked against what the
@@ -43,10 +46,10 @@ def _examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def shrink_student(teacher: Path, layers: int, out: Path) -> dict[str, Any]:
-    if not (out / "shrink.json").is_file():
-        cmd = [sys.executable, "-m", "rlvr.cli", "models", "shrink", "--from", str(teacher), "--layers", str(layers),
-               "--out", str(out)]  # fmt: skip
-        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    # Made afresh each time (seconds): a student left by an older layer selection must not be measured.
+    cmd = [sys.executable, "-m", "rlvr.cli", "models", "shrink", "--from", str(teacher), "--layers", str(layers),
+           "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return dict(json.loads((out / "shrink.json").read_text()))
 
 
@@ -54,8 +57,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", type=Path, required=True, help="teacher HF dir (e.g. a GRPO checkpoint's model/)")
     ap.add_argument("--layers", type=int, default=11)
-    ap.add_argument("--mode", default="logits", choices=["logits", "sequence", "on_policy"])
-    ap.add_argument("--minutes", type=float, default=10.0, help="training-time budget (evaluation excluded)")
+    ap.add_argument("--mode", default="logits", choices=["logits", "sequence", "on_policy", "keep"])
+    ap.add_argument("--minutes", type=float, default=10.0,
+                    help="training-time budget (evaluation excluded); 0: the config's")
+    ap.add_argument("--config", type=Path, default=REPO / "examples" / "distill_addition.toml")
     ap.add_argument("--run-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("overrides", nargs="*", help="extra `rlvr train distill` overrides")
@@ -64,11 +69,14 @@ def main() -> None:
     student = REPO / "runs" / "students" / f"{tag}-{args.layers}layers"
     shrink = shrink_student(args.teacher, args.layers, student)
     run_dir = args.run_dir or REPO / "runs" / time.strftime(f"bench-distill-{args.mode}-%Y%m%d-%H%M%S")
-    overrides = [f"run_dir={run_dir}", f"mode={args.mode}", f"teacher.path={args.teacher}", f"student.path={student}",
-                 f"train.max_time_s={args.minutes * 60:g}", "logging.progress=plain", *args.overrides]  # fmt: skip
-    config = REPO / "examples" / "distill_addition.toml"
-    cmd = [sys.executable, "-m", "rlvr.cli", "train", "distill", "--config", str(config), *overrides]
+    overrides = [f"run_dir={run_dir}", f"teacher.path={args.teacher}", f"student.path={student}",
+                 "logging.progress=plain"]  # fmt: skip
+    overrides += [f"mode={args.mode}"] if args.mode != "keep" else []
+    overrides += [f"train.max_time_s={args.minutes * 60:g}"] if args.minutes else []
+    overrides += args.overrides
+    cmd = [sys.executable, "-m", "rlvr.cli", "train", "distill", "--config", str(args.config), *overrides]
     loads: list[float] = []
+    load_before = list(os.getloadavg())
     stop = threading.Event()
     threading.Thread(target=_load_sampler, args=(stop, loads), daemon=True).start()
     t0 = time.monotonic()
@@ -81,9 +89,12 @@ def main() -> None:
     teacher = json.loads((run_dir / "teacher_eval.json").read_text())
     rows = read_records(run_dir / EVAL_FILE)
     first, last = evals[0], evals[-1]
+    config = json.loads((run_dir / "config.json").read_text())
     result = {
         "task": "2-digit addition (held-out, greedy, scorer last_integer)",
-        "mode": args.mode,
+        "config": str(args.config.resolve().relative_to(REPO)),
+        "mode": config["mode"],
+        "completions": config["completions"],
         "teacher": str(args.teacher),
         "teacher_params": shrink["teacher_params"],
         "student_params": shrink["student_params"],
@@ -102,13 +113,15 @@ def main() -> None:
         "overrides": overrides,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_avg_1m_mean": round(sum(loads) / len(loads), 2) if loads else None,
-                    "load_avg_1m_max": max(loads, default=None)},
-        "caveat": "measured while other jobs shared the 2 cores (see load averages): wall and training times are "
-                  "several times those of a quiet machine; accuracies are of this short run, not of a 30-minute one",
+                    "load_avg_1m_max": max(loads, default=None), "load_avg_before": load_before,
+                    "load_avg_after": list(os.getloadavg())},
+        "caveat": "wall and training times depend on the machine's load (load averages above; 2 cores: a load "
+                  "above 2 means other jobs shared them); accuracies are of this run's length",
         "teacher_examples": teacher.get("examples", ""),
+        "student_examples_start": _examples([r for r in rows if r["step"] == first["step"]]),
         "student_examples_end": _examples([r for r in rows if r["step"] == last["step"]]),
     }
-    out = args.out or REPO / "benchmarks" / "results" / f"distill_addition_{args.mode}.json"
+    out = args.out or REPO / "benchmarks" / "results" / f"distill_addition_{config['mode']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("teacher_accuracy", "student_accuracy_start", "student_accuracy_end",

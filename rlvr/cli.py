@@ -46,9 +46,11 @@ def models_shrink(
     teacher: str = typer.Option(..., "--from", help="Teacher: an HF model directory, or base / tiny."),
     layers: int = typer.Option(..., "--layers", help="Decoder layers the student keeps (first and last included)."),
     out: str | None = typer.Option(None, "--out", help="Student directory (default: the model cache)."),
+    tail: int = typer.Option(4, "--tail", help="How many of the kept layers are the teacher's last ones."),
 ) -> None:
-    """Make a student by keeping LAYERS of the teacher's decoder layers, evenly spaced with the first and the last
-    kept; embeddings, norms, head, tokenizer and chat template are copied. See rlvr/student.py."""
+    """Make a student by keeping LAYERS of the teacher's decoder layers: its first LAYERS - TAIL and its last TAIL
+    (one block of upper-middle layers is dropped); embeddings, norms, head, tokenizer and chat template are
+    copied. See rlvr/student.py."""
     from rlvr.models import prepare_base_model, prepare_tiny_model
     from rlvr.student import ShrinkError, shrink
 
@@ -56,7 +58,7 @@ def models_shrink(
     if teacher in ("base", "tiny"):
         src = prepare_base_model() if teacher == "base" else prepare_tiny_model()
     try:
-        result = shrink(src, layers, out)
+        result = shrink(src, layers, out, tail)
     except ShrinkError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

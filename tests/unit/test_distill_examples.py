@@ -40,6 +40,31 @@ def test_loss_mask_selects_exactly_the_reply_and_its_end_of_turn(tiny_model_dir:
     short = len(examples[0].prompt_ids) + len(examples[0].completion_ids)
     assert batch.attention_mask[0, :short].all() and not batch.attention_mask[0, short:].any()
     assert batch.tokens == len(examples[0].completion_ids) + len(examples[1].completion_ids)
+    # The prompt mask selects every prompt token after the first (the first has no logits predicting it), and
+    # never a completion token or a pad.
+    for i, e in enumerate(examples):
+        prompt_targets = batch.input_ids[i, 1:][batch.prompt_mask[i].bool()].tolist()
+        assert prompt_targets == e.prompt_ids[1:]
+    assert not (batch.prompt_mask * batch.loss_mask).any()
+
+
+def test_prompt_weight_adds_the_prompt_tokens_to_the_loss(tiny_model_dir: Path) -> None:
+    import torch
+
+    from trainer.distill.loop import _weights
+    from trainer.distill.losses import masked_mean
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = collate([encode_task(tok, Task("a", [{"role": "user", "content": "What is 1 + 2?"}], {"answer": "3"}))],
+                    pad_id=tok.pad_token_id)  # fmt: skip
+    assert torch.equal(_weights(batch, 0.0), batch.loss_mask)
+    w = _weights(batch, 0.5)
+    assert torch.equal(w, batch.loss_mask + 0.5 * batch.prompt_mask)
+    # A per-token loss of 1 on the completion and 3 on the prompt: the weighted mean over the total weight.
+    per_token = batch.loss_mask + 3 * batch.prompt_mask
+    n_c, n_p = float(batch.loss_mask.sum()), float(batch.prompt_mask.sum())
+    expected = (n_c + 0.5 * 3 * n_p) / (n_c + 0.5 * n_p)
+    assert float(masked_mean(per_token, w, float(w.sum()))) == pytest.approx(expected)
 
 
 def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
@@ -51,6 +76,9 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="on_policy"):
         load_distill_config(None, ["mode=on_policy", "student.finetune=lora", "eval.accuracy=false"])
     assert load_distill_config(None, ["mode=on_policy", "eval.accuracy=false"]).serves_student
+    assert load_distill_config(None, ["kd.prompt_weight=0.5"]).kd.prompt_weight == 0.5
+    with pytest.raises(ConfigError, match=r"kd\.prompt_weight.*sequence"):
+        load_distill_config(None, ["mode=sequence", "kd.prompt_weight=1"])
     bad = tmp_path / "d.toml"
     bad.write_text("[kd]\ndivergnce = 'jsd'\n")
     with pytest.raises(ConfigError, match=r"(?s)d\.toml.*kd\.divergnce"):

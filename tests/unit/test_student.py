@@ -24,32 +24,33 @@ from rlvr.student import (
 
 
 @pytest.mark.parametrize(
-    ("n", "k", "expected"),
+    ("n", "k", "tail", "expected"),
     [
-        (30, 11, [0, 3, 6, 9, 12, 15, 17, 20, 23, 26, 29]),
-        (30, 2, [0, 29]),
-        (30, 30, list(range(30))),
-        (6, 3, [0, 3, 5]),  # 2.5 rounds up
-        (5, 3, [0, 2, 4]),
-        (1, 1, [0]),
+        (30, 11, 4, [0, 1, 2, 3, 4, 5, 6, 26, 27, 28, 29]),  # the measured default: first 7 + last 4
+        (30, 11, 1, [*range(10), 29]),
+        (30, 15, 4, [*range(11), 26, 27, 28, 29]),
+        (30, 2, 4, [0, 29]),  # tail capped at keep - 1: the first layer stays
+        (30, 30, 4, list(range(30))),
+        (6, 3, 4, [0, 4, 5]),
+        (1, 1, 4, [0]),
     ],
 )
-def test_layers_are_evenly_spaced_with_first_and_last_kept(n: int, k: int, expected: list[int]) -> None:
-    assert select_layers(n, k) == expected
+def test_first_layers_and_a_tail_of_last_layers_are_kept(n: int, k: int, tail: int, expected: list[int]) -> None:
+    assert select_layers(n, k, tail) == expected
 
 
 @pytest.mark.parametrize("n", range(2, 40))
 def test_selection_is_strictly_increasing_for_every_k(n: int) -> None:
-    for k in range(2, n + 1):
-        kept = select_layers(n, k)
+    for k, tail in itertools.product(range(2, n + 1), (1, 4, 40)):
+        kept = select_layers(n, k, tail)
         assert len(kept) == k and kept[0] == 0 and kept[-1] == n - 1
         assert all(b > a for a, b in itertools.pairwise(kept))
 
 
-@pytest.mark.parametrize(("n", "k"), [(30, 0), (30, 31), (30, 1), (0, 1)])
-def test_impossible_layer_counts_are_errors(n: int, k: int) -> None:
+@pytest.mark.parametrize(("n", "k", "tail"), [(30, 0, 4), (30, 31, 4), (30, 1, 4), (0, 1, 4), (30, 11, 0)])
+def test_impossible_layer_counts_are_errors(n: int, k: int, tail: int) -> None:
     with pytest.raises(ShrinkError):
-        select_layers(n, k)
+        select_layers(n, k, tail)
 
 
 def test_parameter_count_counts_tied_embeddings_once() -> None:
@@ -75,20 +76,20 @@ def six_layer_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: 
 
 def test_shrink_keeps_the_selected_layers_and_copies_the_rest(six_layer_teacher: Path, tmp_path: Path) -> None:
     result = shrink(six_layer_teacher, 3, tmp_path / "student")
-    assert result.kept_layers == [0, 3, 5] and result.teacher_layers == 6
+    assert result.kept_layers == [0, 4, 5] and result.teacher_layers == 6
     teacher = AutoModelForCausalLM.from_pretrained(six_layer_teacher)
     student = AutoModelForCausalLM.from_pretrained(result.path)
     assert student.config.num_hidden_layers == 3
     t_sd, s_sd = teacher.state_dict(), student.state_dict()
-    for new, old in enumerate([0, 3, 5]):
+    for new, old in enumerate([0, 4, 5]):
         for name in ("self_attn.q_proj.weight", "mlp.down_proj.weight", "input_layernorm.weight"):
             assert torch.equal(s_sd[f"model.layers.{new}.{name}"], t_sd[f"model.layers.{old}.{name}"])
     for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
         assert torch.equal(s_sd[name], t_sd[name])
     assert student.lm_head.weight.data_ptr() == student.model.embed_tokens.weight.data_ptr()  # still tied
     assert result.student_params == count_parameters(student) < result.teacher_params
-    # The student is the teacher with layers 1, 2, 4 removed: same logits as running only the kept blocks.
-    teacher.model.layers = torch.nn.ModuleList([teacher.model.layers[i] for i in (0, 3, 5)])
+    # The student is the teacher with layers 1, 2, 3 removed: same logits as running only the kept blocks.
+    teacher.model.layers = torch.nn.ModuleList([teacher.model.layers[i] for i in (0, 4, 5)])
     for j, layer in enumerate(teacher.model.layers):
         layer.self_attn.layer_idx = j
     ids = torch.tensor([[1, 5, 9, 42, 7]])
@@ -96,7 +97,7 @@ def test_shrink_keeps_the_selected_layers_and_copies_the_rest(six_layer_teacher:
     s_tok, t_tok = AutoTokenizer.from_pretrained(result.path), AutoTokenizer.from_pretrained(six_layer_teacher)
     assert s_tok.chat_template == t_tok.chat_template and s_tok.get_vocab() == t_tok.get_vocab()
     info = json.loads((result.path / "shrink.json").read_text())
-    assert info["kept_layers"] == [0, 3, 5] and info["teacher_layers"] == 6
+    assert info["kept_layers"] == [0, 4, 5] and info["teacher_layers"] == 6
     check_compatible(six_layer_teacher, result.path, "logits")  # a shrunk student always passes
 
 

@@ -58,6 +58,11 @@ class KDSection(StrictModel):
     """Both distributions are softmax(logits / temperature)."""
     top_k: int = Field(default=0, ge=0)
     """Keep the teacher's k largest logits per token (both sides renormalised over them); 0 = full vocabulary."""
+    prompt_weight: float = Field(default=0.0, ge=0)
+    """Weight of the prompt's own tokens in the divergence, per token, relative to a completion token (0: the
+    completion only). A freshly shrunk student has lost the teacher's internal features everywhere, so matching
+    the teacher's next-token distributions on the prompt too is extra healing signal at no extra forward cost
+    (both models already read the prompt)."""
 
 
 class TeacherSamplesSection(StrictModel):
@@ -189,6 +194,9 @@ class DistillConfig(StrictModel):
         if self.mode == "on_policy" and self.student.finetune != "full":
             raise ValueError("mode = \"on_policy\" needs student.finetune = \"full\" (its weights are pushed to the "
                              "rollout service that samples it)")  # fmt: skip
+        if self.mode == "sequence" and self.kd.prompt_weight > 0:
+            raise ValueError("kd.prompt_weight: mode = \"sequence\" trains on text without the teacher's logits; "
+                             "use mode = \"logits\" (or set prompt_weight = 0)")  # fmt: skip
         if self.student.finetune == "qlora":
             raise ValueError("student.finetune = \"qlora\" is not supported by distillation; use full or lora")
         if self.eval.accuracy and self.student.finetune != "full":

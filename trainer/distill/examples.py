@@ -1,5 +1,6 @@
-"""Distillation examples: a prompt and one assistant completion as token ids, and batches of them with the mask
-of the positions the loss reads (assistant tokens only).
+"""Distillation examples: a prompt and one assistant completion as token ids, and batches of them with the masks
+of the positions the loss reads: the assistant tokens, and the prompt's own tokens (read only by a divergence with
+kd.prompt_weight > 0).
 
 The prompt is the chat template with the generation prompt (exactly what the rollout service feeds the model);
 the completion is the reply's text tokenized on its own, followed by the end-of-turn token, i.e. the tokens a
@@ -32,6 +33,8 @@ class Batch:
     """[B, L] 1 on real tokens."""
     loss_mask: torch.Tensor
     """[B, L-1] 1 where logits at position p predict a completion token (p + 1)."""
+    prompt_mask: torch.Tensor
+    """[B, L-1] 1 where logits at position p predict a prompt token (p + 1): what kd.prompt_weight reads."""
 
     @property
     def tokens(self) -> int:
@@ -77,9 +80,11 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attn = torch.zeros(len(rows), width, dtype=torch.long)
     loss = torch.zeros(len(rows), max(width - 1, 1))
+    prompt = torch.zeros_like(loss)
     for i, (e, r) in enumerate(zip(examples, rows, strict=True)):
         ids[i, : len(r)] = torch.tensor(r)
         attn[i, : len(r)] = 1
         start = len(e.prompt_ids) - 1  # logits at the last prompt token predict the first completion token
         loss[i, start : start + len(e.completion_ids)] = 1.0
-    return Batch(ids, attn, loss)
+        prompt[i, :start] = 1.0
+    return Batch(ids, attn, loss, prompt)

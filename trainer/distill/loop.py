@@ -148,9 +148,10 @@ class DistillTrainer:
             return self._logits(self.teacher, batch)
 
     def _micro_loss(self, batch: Batch, denominator: float) -> torch.Tensor:
-        """Sum of the micro-batch's per-token losses / the step's token count (gradient accumulation)."""
-        logits = self._logits(self.student.model, batch)
-        mask = batch.loss_mask.to(logits.device)
+        """Sum of the micro-batch's weighted per-token losses / the step's total weight (gradient accumulation)."""
+        with self.student.autocast():  # bf16 compute over float32 masters, as GRPO's passes (trainer/policy.py)
+            logits = self._logits(self.student.model, batch)
+        mask = _weights(batch, self.cfg.kd.prompt_weight).to(logits.device)  # 0 in sequence mode (validated)
         if self.cfg.mode == "sequence":
             per_token = _token_ce(logits, batch.input_ids[:, 1:].to(logits.device))
         else:
@@ -179,7 +180,8 @@ class DistillTrainer:
         gen_s = time.monotonic() - t_gen
         pad = self.tok.pad_token_id or 0
         batches = [collate(chunk, pad) for chunk in _chunks(examples, cfg.train.micro_batch_size)]
-        total = float(sum(b.tokens for b in batches))
+        total = float(sum(_weights(b, cfg.kd.prompt_weight).sum() for b in batches))  # the loss's denominator
+        tokens = float(sum(b.tokens for b in batches))
         t0 = time.monotonic()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
@@ -197,7 +199,7 @@ class DistillTrainer:
         dt = time.monotonic() - t0
         self.runlog.write_ids(self.step, [t.id for t in tasks])
         metrics = {"train/loss": loss_sum, "train/grad_norm": norm, "train/lr": float(self.scheduler.get_last_lr()[0]),
-                   "train/tokens": total, "train/tokens_per_s": total / max(dt, 1e-9), "time/step_s": dt + gen_s,
+                   "train/tokens": tokens, "train/tokens_per_s": tokens / max(dt, 1e-9), "time/step_s": dt + gen_s,
                    "time/gen_s": gen_s}  # fmt: skip
         return self.runlog.write("train", self.step, metrics)
 
@@ -235,7 +237,8 @@ class DistillTrainer:
         return metrics
 
     def _eval_sums(self, b: Batch) -> dict[str, float]:
-        s_logits = self._logits(self.student.model, b)
+        with self.student.autocast():
+            s_logits = self._logits(self.student.model, b)
         mask = b.loss_mask
         targets = b.input_ids[:, 1:]
         out = {"student_ce": float((_token_ce(s_logits, targets) * mask).sum())}
@@ -297,6 +300,11 @@ class DistillTrainer:
 
     def close(self) -> None:
         self.runlog.close()
+
+
+def _weights(batch: Batch, prompt_weight: float) -> torch.Tensor:
+    """Per-position loss weights [B, L-1]: 1 on completion tokens, prompt_weight on the prompt's own tokens."""
+    return batch.loss_mask + prompt_weight * batch.prompt_mask if prompt_weight > 0 else batch.loss_mask
 
 
 def _token_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
