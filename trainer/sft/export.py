@@ -5,21 +5,19 @@ into place, so a crash never leaves a half-written model under the final name.""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from rlvr.paths import atomic_dir
 from trainer.sft.config import SFTConfig
 
 
 def export_model(model: Any, tok: Any, cfg: SFTConfig, base_path: Path, out: Path) -> Path:
     import torch
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         if cfg.model.finetune == "full" or not cfg.output.merge_lora:
             model.save_pretrained(tmp, safe_serialization=True)
         else:
@@ -37,10 +35,4 @@ def export_model(model: Any, tok: Any, cfg: SFTConfig, base_path: Path, out: Pat
             finally:
                 shutil.rmtree(adapter, ignore_errors=True)
         tok.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
