@@ -208,24 +208,53 @@ def _run_sft(ctx: StageContext) -> StageResult:
 def _validate_distill(table: dict[str, Any], where: str) -> Any:
     from trainer.distill.config import DistillConfig
 
-    return _typed(DistillConfig, {k: v for k, v in table.items() if k != "student_layers"}, where)
+    select = table.get("student_select", "block")
+    if select not in STUDENT_SELECT:
+        raise ConfigError(f"{where}: student_select = {select!r}: must be one of {', '.join(STUDENT_SELECT)}")
+    if "student_select" in table and "student_layers" not in table:
+        raise ConfigError(f"{where}: student_select needs student_layers (the student is made from the teacher)")
+    return _typed(DistillConfig, {k: v for k, v in table.items() if k not in STUDENT_KEYS}, where)
+
+
+STUDENT_SELECT = ("block", "greedy")
+"""How a distill stage's `student_layers` chooses the teacher's layers (rlvr/student.py, rlvr/layer_search.py)."""
+STUDENT_KEYS = ("student_layers", "student_select")
+PROBE_ROWS = 48
+"""Training examples (the stage's own data, dataset answers) that student_select = "greedy" decides on."""
+
+
+def _make_student(ctx: StageContext, table: dict[str, Any], layers: int, select: str) -> Path:
+    from rlvr.student import shrink
+
+    init = ctx.stage_dir / "student_init"
+    if (init / "config.json").is_file():
+        return init
+    teacher = _model_dir(str(table.get("teacher", {}).get("path", "base")))
+    probe = None
+    if select == "greedy":
+        from trainer.data import build_tasks
+        from trainer.distill.config import DistillConfig
+        from trainer.distill.examples import probe_batch
+
+        cfg = _typed(DistillConfig, table, f"stage {ctx.name}")
+        stream, _ = build_tasks(cfg.data)
+        probe = probe_batch(teacher, stream.tasks[:PROBE_ROWS])
+    shrink(teacher, layers, init, probe=probe)
+    return init
 
 
 def _run_distill(ctx: StageContext) -> StageResult:
     """The input model is the teacher. `student_layers = N` in the stage config makes the student here from the
-    teacher, as `rlvr models shrink` does (N of its layers); without it, student.path names the student."""
+    teacher, as `rlvr models shrink` does (N of its layers; `student_select = "greedy"` chooses them on the
+    stage's first training examples); without it, student.path names the student."""
     from trainer.distill.config import DistillConfig
     from trainer.distill.loop import run_distill
 
     table = _with_run_dir(ctx, "teacher")
     layers = table.pop("student_layers", None)
+    select = str(table.pop("student_select", "block"))
     if layers is not None:
-        from rlvr.student import shrink
-
-        init = ctx.stage_dir / "student_init"
-        if not (init / "config.json").is_file():
-            teacher = _model_dir(str(table.get("teacher", {}).get("path", "base")))
-            shrink(teacher, int(layers), init)
+        init = _make_student(ctx, table, int(layers), select)
         table["student"] = {**table.get("student", {}), "path": str(init)}
     cfg = _typed(DistillConfig, table, f"stage {ctx.name}")
     summary = run_distill(cfg, resume=ctx.resume)

@@ -46,19 +46,35 @@ def models_shrink(
     teacher: str = typer.Option(..., "--from", help="Teacher: an HF model directory, or base / tiny."),
     layers: int = typer.Option(..., "--layers", help="Decoder layers the student keeps (first and last included)."),
     out: str | None = typer.Option(None, "--out", help="Student directory (default: the model cache)."),
-    tail: int = typer.Option(4, "--tail", help="How many of the kept layers are the teacher's last ones."),
+    tail: int = typer.Option(4, "--tail", help="--select block: how many kept layers are the teacher's last ones."),
+    select: str = typer.Option("block", "--select", help="block (by position) | greedy (on --data's answers)."),
+    data: Path | None = typer.Option(None, "--data", help="--select greedy: chat JSONL of task examples."),
+    probe_rows: int = typer.Option(48, "--probe-rows", help="--select greedy: how many of --data's rows."),
 ) -> None:
-    """Make a student by keeping LAYERS of the teacher's decoder layers: its first LAYERS - TAIL and its last TAIL
-    (one block of upper-middle layers is dropped); embeddings, norms, head, tokenizer and chat template are
-    copied. See rlvr/student.py."""
+    """Make a student by keeping LAYERS of the teacher's decoder layers: by default its first LAYERS - TAIL and its
+    last TAIL (one block of upper-middle layers is dropped); with --select greedy the layers whose removal moves
+    the teacher least on --data's answers. Embeddings, norms, head, tokenizer and chat template are copied. See
+    rlvr/student.py and rlvr/layer_search.py."""
     from rlvr.models import prepare_base_model, prepare_tiny_model
     from rlvr.student import ShrinkError, shrink
 
+    if select not in ("block", "greedy") or (select == "greedy") != (data is not None):
+        typer.echo("error: --select is block or greedy, and --data is given exactly with --select greedy", err=True)
+        raise typer.Exit(2)
     src: Path | str = teacher
     if teacher in ("base", "tiny"):
         src = prepare_base_model() if teacher == "base" else prepare_tiny_model()
     try:
-        result = shrink(src, layers, out, tail)
+        probe = None
+        if data is not None:
+            from trainer.data import DataConfig, DataError, load_jsonl
+            from trainer.distill.examples import probe_batch
+
+            try:
+                probe = probe_batch(src, load_jsonl(data, DataConfig())[:probe_rows])
+            except DataError as e:
+                raise ShrinkError(f"--data {data}: {e}") from None
+        result = shrink(src, layers, out, tail, probe=probe)
     except ShrinkError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

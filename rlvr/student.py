@@ -12,6 +12,9 @@ reading exactly the input it saw in the teacher. Measured on SmolLM2-135M (30 la
 final norm and LM head are copied unchanged, so the student starts as a model that already speaks the teacher's
 vocabulary.
 
+`--select greedy` (a probe of task examples) chooses the layers on the task instead: greedy backward
+elimination by the KL to the teacher on the examples' answer tokens (rlvr/layer_search.py, with its measurements).
+
 Any HF model directory may also be a student; `check_compatible` decides whether logit-level modes can compare the
 two models token for token (same vocabulary ids, same special tokens). Sequence-level distillation only exchanges
 text, so it works across tokenizers."""
@@ -116,10 +119,18 @@ class ShrinkResult:
     student_params: int
 
 
-def shrink(teacher: str | Path, keep: int, out: str | Path | None = None, tail: int = DEFAULT_TAIL) -> ShrinkResult:
-    """Write a student keeping `keep` of the teacher's decoder layers (`select_layers`) as a plain HF directory
-    (weights in the teacher's dtype, the teacher's tokenizer and chat template, generation config and a shrink.json
-    record)."""
+def shrink(
+    teacher: str | Path,
+    keep: int,
+    out: str | Path | None = None,
+    tail: int = DEFAULT_TAIL,
+    probe: tuple[Any, Any] | None = None,
+) -> ShrinkResult:
+    """Write a student keeping `keep` of the teacher's decoder layers as a plain HF directory (weights in the
+    teacher's dtype, the teacher's tokenizer and chat template, generation config and a shrink.json record).
+
+    Which layers: `select_layers` (by position), or, given a probe (input_ids, loss_mask) of task examples, the
+    greedy task-aware choice of rlvr/layer_search.py."""
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     src = Path(teacher)
@@ -132,6 +143,9 @@ def shrink(teacher: str | Path, keep: int, out: str | Path | None = None, tail: 
     model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
     if not any(".layers." in k for k in model.state_dict()):
         raise ShrinkError(f"{src}: no `layers.N` decoder blocks in the state dict; cannot drop layers")
+    search: dict[str, Any] = {"select": "block", "tail": tail}
+    if probe is not None:
+        kept, search = _greedy(model, probe, keep)
     config.num_hidden_layers = keep
     # Per-layer lists (attention types in newer configs) follow the kept layers.
     for attr in ("layer_types", "sliding_window_pattern_list"):
@@ -155,13 +169,25 @@ def shrink(teacher: str | Path, keep: int, out: str | Path | None = None, tail: 
         if (src / "generation_config.json").is_file():
             GenerationConfig.from_pretrained(src).save_pretrained(tmp)
         info = {"teacher": str(src.resolve()), "teacher_layers": n, "kept_layers": kept,
-                "teacher_params": result.teacher_params, "student_params": result.student_params}  # fmt: skip
+                "teacher_params": result.teacher_params, "student_params": result.student_params, **search}  # fmt: skip
         (tmp / SHRINK_INFO).write_text(json.dumps(info, indent=1) + "\n")
         _publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
+
+
+def _greedy(model: Any, probe: tuple[Any, Any], keep: int) -> tuple[list[int], dict[str, Any]]:
+    from rlvr.layer_search import LayerSearchError, greedy_layers
+
+    input_ids, loss_mask = probe
+    try:
+        kept, steps = greedy_layers(model, input_ids, loss_mask, keep)
+    except LayerSearchError as e:
+        raise ShrinkError(str(e)) from None
+    removals = [{"layer": s.layer, "kl": round(s.kl, 4), "top1_agreement": round(s.top1_agreement, 4)} for s in steps]
+    return kept, {"select": "greedy", "probe_rows": int(input_ids.shape[0]), "removals": removals}
 
 
 # ---------------------------------------------------------------------------------------------- compatibility

@@ -95,6 +95,7 @@ kind = "distill"
 model = "@grpo"
 [stages.config]
 student_layers = 2
+student_select = "greedy"
 mode = "logits"
 data = {addition}
 student = {{ finetune = "full", threads = 1 }}
@@ -148,6 +149,8 @@ def test_all_stages_end_to_end(tmp_path: Path, tiny4: Path) -> None:
     assert manifest["grpo"]["input_model"] == manifest["sft"]["output"]
     assert manifest["distill"]["input_model"] == manifest["grpo"]["output"]
     assert json.loads((run / "distill" / "student" / "config.json").read_text())["num_hidden_layers"] == 2
+    shrunk = json.loads((run / "distill" / "student_init" / "shrink.json").read_text())
+    assert shrunk["select"] == "greedy" and len(shrunk["kept_layers"]) == 2 and shrunk["probe_rows"] == 48
     gguf = Path(manifest["export"]["output"])
     assert gguf == run / "export" / "model.gguf" and gguf.is_file()
     assert manifest["export"]["input_model"] == manifest["distill"]["output"]

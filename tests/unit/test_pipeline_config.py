@@ -87,6 +87,15 @@ def test_unavailable_kind_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     assert "stage kind export is not available" in msg
 
 
+def test_student_select_is_checked(tmp_path: Path) -> None:
+    distill = '{ student_layers = 2, student_select = "%s" }'
+    msg = error(tmp_path, stage("a", model="tiny") + stage("d", "distill", "@a", distill % "best"))
+    assert "stages.1 (d, kind distill)" in msg and "student_select = 'best'" in msg and "greedy" in msg
+    msg = error(tmp_path, stage("a", model="tiny") + stage("d", "distill", "@a", '{ student_select = "greedy" }'))
+    assert "student_select needs student_layers" in msg
+    load_pipeline(write(tmp_path, stage("a", model="tiny") + stage("d", "distill", "@a", distill % "greedy")))
+
+
 def test_file_config_with_overrides_and_hashes(tmp_path: Path) -> None:
     (tmp_path / "g.toml").write_text("[train]\nsteps = 7\nprompts_per_step = 3\n")
     body = (f'run_dir = "{tmp_path / "run"}"\n[[stages]]\nname = "a"\nkind = "grpo"\nmodel = "tiny"\n'

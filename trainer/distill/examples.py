@@ -88,3 +88,15 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         loss[i, start : start + len(e.completion_ids)] = 1.0
         prompt[i, :start] = 1.0
     return Batch(ids, attn, loss, prompt)
+
+
+def probe_batch(model_dir: Any, tasks: Sequence[Task]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, loss_mask) of dataset tasks under a model's chat template: the probe that
+    `rlvr models shrink --select greedy` chooses layers on (rlvr/layer_search.py)."""
+    from rlvr.student import load_tokenizer
+
+    if not tasks:
+        raise DataError("the layer-selection probe needs at least one example")
+    tok = load_tokenizer(model_dir, "--from")
+    batch = collate([encode_task(tok, t) for t in tasks], tok.pad_token_id or 0)
+    return batch.input_ids, batch.loss_mask
