@@ -97,10 +97,14 @@ def greedy_layers(
         if not 1 <= keep <= n:
             raise LayerSearchError(f"--layers {keep}: must be between 1 and the teacher's {n} layers")
         teacher = runner.logprobs(runner.run(runner.h0, list(range(n))))
-        drift = float((teacher - runner.reference()).abs().max())
-        if drift > 1e-2:
+        diff = (teacher - runner.reference()).abs()
+        # bf16 matmuls of other shapes round differently (one ulp of a logit near 20 is 0.125); a wrong layout
+        # (positions, masks, norms) moves log-probs by whole nats.
+        exact = next(model.parameters()).dtype == torch.float32
+        if float(diff.mean()) > (1e-4 if exact else 2e-2) or float(diff.max()) > (1e-2 if exact else 1.0):
             raise LayerSearchError(f"{type(model).__name__}: running the layers one by one differs from the model's "
-                                   f"forward (max |Δ log p| {drift:.3g}); use --select block")  # fmt: skip
+                                   f"forward (|Δ log p| mean {float(diff.mean()):.3g}, max {float(diff.max()):.3g}); "
+                                   "use --select block")  # fmt: skip
         kept = list(range(n))
         steps: list[Removal] = []
         while len(kept) > keep:
