@@ -212,3 +212,32 @@ def test_corrupted_file_is_rejected(tiny_gguf: Path, tmp_path: Path) -> None:
 
 def test_written_model_dtype_is_unchanged(tiny: tuple[Any, Any]) -> None:
     assert tiny[0].dtype == torch.bfloat16
+
+
+def test_a_float32_source_is_judged_at_the_file_precision(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    """The readers are compared with the weights the file holds: 2-D weights rounded as the writer rounds them,
+    norms untouched, the source itself unchanged."""
+    import copy
+
+    from trainer.export.verify import at_file_precision
+
+    m32 = copy.deepcopy(tiny[0]).float()
+    torch.manual_seed(0)
+    with torch.no_grad():  # float32 detail that f16 cannot hold
+        for p in m32.parameters():
+            p.add_(torch.randn_like(p) * 1e-4)
+    assert at_file_precision(m32, "q8_0") is None
+    rounded = at_file_precision(m32, "f16")
+    changed = 0
+    for (name, p), q in zip(m32.named_parameters(), rounded.parameters(), strict=True):
+        want = p.half().float() if p.dim() == 2 else p
+        assert torch.equal(q, want), name
+        changed += int(not torch.equal(q, p))
+    assert changed > 0 and rounded.lm_head.weight.data_ptr() == rounded.model.embed_tokens.weight.data_ptr()
+    out = tmp_path / "f32-source-f16.gguf"
+    write_gguf(m32, tiny[1], out, "f16")
+    reader = _reader(out)
+    held = {"token_embd.weight": rounded.model.embed_tokens.weight, "output_norm.weight": m32.model.norm.weight,
+            "blk.0.ffn_down.weight": rounded.model.layers[0].mlp.down_proj.weight}  # fmt: skip
+    for name, want in held.items():
+        assert np.array_equal(_tensor(reader, name), want.detach().numpy()), name

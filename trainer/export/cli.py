@@ -22,6 +22,10 @@ def _print_report(report: object) -> None:
         for d in a.divergences:
             typer.echo(f"    {a.reader} diverges on probe {d['probe']} at token {d['first_diff_token']}: "
                        f"reference {d['reference']!r} vs {d['got']!r}")  # fmt: skip
+    rounding = report.info.get("rounding")
+    if rounding:
+        typer.echo(f"  {rounding['what']} (reported, not a check): top-1 {rounding['top1']:.2%}, greedy identical "
+                   f"{rounding['greedy_same']}/{rounding['greedy_total']}")  # fmt: skip
     sizes = ", ".join(f"{k} {v:.1f} MB" for k, v in report.sizes_mb.items())
     typer.echo(f"  size on disk: {sizes}")
     if report.tokens_per_s:

@@ -134,7 +134,7 @@ def _export_gguf(src: Any, opts: ExportOptions, report: Report) -> None:
 def _verify_gguf(src: Any, opts: ExportOptions, report: Report) -> None:
     from trainer.export.probes import probe_ids, probe_texts
     from trainer.export.readers import HfRunner, LlamaCppRunner, load_transformers_gguf, tokens_per_s
-    from trainer.export.verify import check_tokenizer, compare, judge, reference
+    from trainer.export.verify import at_file_precision, check_tokenizer, compare, judge, reference
 
     tok = src.tokenizer
     greedy = opts.compare == "greedy"
@@ -142,7 +142,14 @@ def _verify_gguf(src: Any, opts: ExportOptions, report: Report) -> None:
     ids = probe_ids(tok, texts)
     stop = _stop_ids(src.model, tok)
     hf = HfRunner(src.model, "hf")
-    ref = reference(hf, ids, opts.max_new_tokens, stop)
+    rounded = at_file_precision(src.model, opts.quant) if src.dtype == "float32" else None
+    ref = reference(HfRunner(rounded, "hf") if rounded is not None else hf, ids, opts.max_new_tokens, stop)
+    if rounded is not None:
+        cost = compare(hf, ref, opts.max_new_tokens, stop, greedy, tok)
+        report.info["rounding"] = {"what": f"the float32 source against its weights rounded to {opts.quant}",
+                                   "top1": round(cost.top1, 4), "greedy_same": cost.greedy_same,
+                                   "greedy_total": cost.greedy_total}  # fmt: skip
+        del rounded
     n_ctx = max(len(p) + opts.max_new_tokens for p in ids) + opts.speed_tokens + 8
     llama = LlamaCppRunner(opts.out, opts.threads, n_ctx=max(n_ctx, 256))
     report.checks.append(check_tokenizer(llama, tok, texts, ids))
