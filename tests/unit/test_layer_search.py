@@ -4,11 +4,12 @@ over full HF forwards picks, and shrink/CLI/pipeline must wire it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from rlvr.layer_search import LayerSearchError, greedy_layers
@@ -23,21 +24,8 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    out = tmp_path_factory.mktemp("teacher6")
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)  # fmt: skip
-    torch.manual_seed(1)
-    model = LlamaForCausalLM(cfg)
-    with torch.no_grad():  # larger weights than the init, so that layers differ clearly in what they change
-        for layer in model.model.layers:
-            for p in layer.parameters():
-                if p.dim() == 2:
-                    p.mul_(8)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def teacher(small_llama: Callable[..., Path]) -> Path:
+    return small_llama(layers=6, seed=1, scale=8.0)
 
 
 @pytest.fixture(scope="module")

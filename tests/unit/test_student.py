@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,8 @@ def test_parameter_count_counts_tied_embeddings_once() -> None:
 
 
 @pytest.fixture(scope="module")
-def six_layer_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    out = tmp_path_factory.mktemp("teacher6")
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)  # fmt: skip
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def six_layer_teacher(small_llama: Callable[..., Path]) -> Path:
+    return small_llama(layers=6, seed=0)
 
 
 def test_shrink_keeps_the_selected_layers_and_copies_the_rest(six_layer_teacher: Path, tmp_path: Path) -> None:
