@@ -206,25 +206,24 @@ def _run_sft(ctx: StageContext) -> StageResult:
 
 
 def _validate_distill(table: dict[str, Any], where: str) -> Any:
+    from rlvr.student import SELECTIONS
     from trainer.distill.config import DistillConfig
 
     select = table.get("student_select", "block")
-    if select not in STUDENT_SELECT:
-        raise ConfigError(f"{where}: student_select = {select!r}: must be one of {', '.join(STUDENT_SELECT)}")
+    if select not in SELECTIONS:
+        raise ConfigError(f"{where}: student_select = {select!r}: must be one of {', '.join(SELECTIONS)}")
     if "student_select" in table and "student_layers" not in table:
         raise ConfigError(f"{where}: student_select needs student_layers (the student is made from the teacher)")
     return _typed(DistillConfig, {k: v for k, v in table.items() if k not in STUDENT_KEYS}, where)
 
 
-STUDENT_SELECT = ("block", "greedy")
-"""How a distill stage's `student_layers` chooses the teacher's layers (rlvr/student.py, rlvr/layer_search.py)."""
 STUDENT_KEYS = ("student_layers", "student_select")
-PROBE_ROWS = 48
-"""Training examples (the stage's own data, dataset answers) that student_select = "greedy" decides on."""
+"""Distill-stage keys the pipeline itself reads: the student is cut from the teacher (rlvr/student.py); "greedy"
+decides on the stage's first PROBE_ROWS training examples with their dataset answers."""
 
 
 def _make_student(ctx: StageContext, table: dict[str, Any], layers: int, select: str) -> Path:
-    from rlvr.student import shrink
+    from rlvr.student import PROBE_ROWS, shrink
 
     init = ctx.stage_dir / "student_init"
     if (init / "config.json").is_file():

@@ -49,17 +49,19 @@ def models_shrink(
     tail: int = typer.Option(4, "--tail", help="--select block: how many kept layers are the teacher's last ones."),
     select: str = typer.Option("block", "--select", help="block (by position) | greedy (on --data's answers)."),
     data: Path | None = typer.Option(None, "--data", help="--select greedy: chat JSONL of task examples."),
-    probe_rows: int = typer.Option(48, "--probe-rows", help="--select greedy: how many of --data's rows."),
+    probe_rows: int | None = typer.Option(None, "--probe-rows", help="--select greedy: how many of --data's rows "
+                                          "(default: rlvr.student.PROBE_ROWS)."),
 ) -> None:
     """Make a student by keeping LAYERS of the teacher's decoder layers: by default its first LAYERS - TAIL and its
     last TAIL (one block of upper-middle layers is dropped); with --select greedy the layers whose removal moves
     the teacher least on --data's answers. Embeddings, norms, head, tokenizer and chat template are copied. See
     rlvr/student.py and rlvr/layer_search.py."""
     from rlvr.models import prepare_base_model, prepare_tiny_model
-    from rlvr.student import ShrinkError, shrink
+    from rlvr.student import PROBE_ROWS, SELECTIONS, ShrinkError, shrink
 
-    if select not in ("block", "greedy") or (select == "greedy") != (data is not None):
-        typer.echo("error: --select is block or greedy, and --data is given exactly with --select greedy", err=True)
+    if select not in SELECTIONS or (select == "greedy") != (data is not None):
+        typer.echo(f"error: --select is one of {', '.join(SELECTIONS)}, and --data is given exactly with --select "
+                   "greedy", err=True)  # fmt: skip
         raise typer.Exit(2)
     src: Path | str = teacher
     if teacher in ("base", "tiny"):
@@ -71,7 +73,7 @@ def models_shrink(
             from trainer.distill.examples import probe_batch
 
             try:
-                probe = probe_batch(src, load_jsonl(data, DataConfig())[:probe_rows])
+                probe = probe_batch(src, load_jsonl(data, DataConfig())[: probe_rows or PROBE_ROWS])
             except DataError as e:
                 raise ShrinkError(f"--data {data}: {e}") from None
         result = shrink(src, layers, out, tail, probe=probe)

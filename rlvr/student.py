@@ -59,6 +59,10 @@ def load_tokenizer(model_dir: str | Path, role: str) -> Any:
 
 DEFAULT_TAIL = 4
 """Kept layers taken from the top of the teacher (see the module docstring)."""
+SELECTIONS = ("block", "greedy")
+"""How shrink chooses the kept layers: by position (select_layers) or on task examples (rlvr/layer_search.py)."""
+PROBE_ROWS = 48
+"""Task examples the greedy choice decides on by default (about 3 minutes for SmolLM2 on 2 cores)."""
 
 
 def select_layers(num_layers: int, keep: int, tail: int = DEFAULT_TAIL) -> list[int]:
