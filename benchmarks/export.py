@@ -1,7 +1,7 @@
 """GGUF export benchmark on SmolLM2-135M-Instruct: `rlvr export` for f16 and q8_0 (the same code path as the
 command), recording the agreement figures through transformers' GGUF reader and llama.cpp, size on disk and
 generation tokens/s (HF float32 vs llama.cpp), plus held-out accuracy on 2-digit addition with llama.cpp as
-the generator vs the HF model, scored by the benchmarks' strict scorer (grpo_common.is_correct: the
+the generator vs the HF model, scored by the benchmarks' strict scorer (grpo_common.strict_correct, last_integer: the
 completion's last integer is the sum). Writes benchmarks/results/export_smollm2.json with the machine's load.
 
 Run: .venv/bin/python benchmarks/export.py [--quants f16 q8_0 --eval-size 100 --threads 2]"""
@@ -20,7 +20,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.grpo_common import is_correct, last_number_pattern  # noqa: E402
+from benchmarks.grpo_common import strict_correct  # noqa: E402
 
 
 def heldout_accuracy(runner: Any, tok: Any, n: int, stop: set[int]) -> float:
@@ -32,7 +32,7 @@ def heldout_accuracy(runner: Any, tok: Any, n: int, stop: set[int]) -> float:
         text = tok.apply_chat_template(task.messages, tokenize=False, add_generation_prompt=True)
         out = runner.greedy(list(tok(text, add_special_tokens=True).input_ids), 16, stop)
         completion = tok.decode(out, skip_special_tokens=True)
-        correct += is_correct(completion, last_number_pattern(task.fields["answer"]))
+        correct += strict_correct("last_integer", completion, task)
     return correct / n
 
 
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--eval-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/export_smollm2.json"))
+    ap.add_argument("--note", default="", help="whether other work loaded the machine (tokens/s depend on it)")
     a = ap.parse_args()
     rows: list[dict[str, Any]] = []
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ def main() -> None:
             rows.append(run(q, a, Path(tmp)))
             result = {"model": "SmolLM2-135M-Instruct", "cpu_count": os.cpu_count(), "threads": a.threads,
                       "loadavg_1m_after": round(os.getloadavg()[0], 2),
-                      "note": "measured on a shared 2-core machine; tokens/s are lower bounds under load",
+                      "note": a.note,
                       "runs": rows}  # fmt: skip
             Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
             print(f"wrote {a.out}", flush=True)
