@@ -33,10 +33,9 @@ PROBE_ROWS = 48
 
 def make_students(teacher: str, layers: int, out: Path) -> dict[str, dict[str, Any]]:
     """Both students, and each one's KL to the teacher on the probe rows before any training."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from rlvr.layer_search import _LayerRunner
+    from rlvr.layer_search import distance
     from rlvr.models import prepare_base_model
     from rlvr.student import shrink
     from trainer.data import DataConfig, load_jsonl
@@ -49,15 +48,10 @@ def make_students(teacher: str, layers: int, out: Path) -> dict[str, dict[str, A
     for select in ("block", "greedy"):
         t0 = time.monotonic()
         result = shrink(src, layers, out / select, probe=probe if select == "greedy" else None)
-        with torch.no_grad():
-            runner = _LayerRunner(model, *probe)
-            full = runner.logprobs(runner.run(runner.h0, list(range(len(runner.layers)))))
-            cut = runner.logprobs(runner.run(runner.h0, result.kept_layers))
-            kl = torch.nn.functional.kl_div(cut, full, log_target=True, reduction="none").sum(-1).mean()
+        kl, top1 = distance(model, *probe, result.kept_layers)
         students[select] = {"path": str(result.path), "kept_layers": result.kept_layers,
                             "student_params": result.student_params, "teacher_params": result.teacher_params,
-                            "start_kl_on_probe": round(float(kl), 3),
-                            "start_top1_agreement": round(float((cut.argmax(-1) == full.argmax(-1)).float().mean()), 3),
+                            "start_kl_on_probe": round(kl, 3), "start_top1_agreement": round(top1, 3),
                             "shrink_s": round(time.monotonic() - t0, 1)}  # fmt: skip
     return students
 

@@ -81,6 +81,25 @@ class _LayerRunner:
         return logits[self.answer].float().log_softmax(-1)
 
 
+def _kl(logp: torch.Tensor, teacher: torch.Tensor) -> float:
+    """Mean forward KL(teacher || pruned) over the answer tokens."""
+    return float(torch.nn.functional.kl_div(logp, teacher, log_target=True, reduction="none").sum(-1).mean())
+
+
+def _top1(logp: torch.Tensor, teacher: torch.Tensor) -> float:
+    return float((logp.argmax(-1) == teacher.argmax(-1)).float().mean())
+
+
+def distance(model: Any, input_ids: torch.Tensor, loss_mask: torch.Tensor, kept: list[int]) -> tuple[float, float]:
+    """(KL, top-1 agreement) of the model cut to the `kept` layers against the whole model on the probe: the
+    criterion greedy_layers minimises, for any layer choice (e.g. the positional one, to compare)."""
+    with torch.no_grad():
+        runner = _LayerRunner(model, input_ids, loss_mask)
+        teacher = runner.logprobs(runner.run(runner.h0, list(range(len(runner.layers)))))
+        logp = runner.logprobs(runner.run(runner.h0, kept))
+        return _kl(logp, teacher), _top1(logp, teacher)
+
+
 def greedy_layers(
     model: Any,
     input_ids: torch.Tensor,
@@ -115,10 +134,9 @@ def greedy_layers(
             best: Removal | None = None
             for j, layer in enumerate(kept):
                 logp = runner.logprobs(runner.run(prefix[j], kept[j + 1 :]))
-                kl = float(torch.nn.functional.kl_div(logp, teacher, log_target=True, reduction="none").sum(-1).mean())
+                kl = _kl(logp, teacher)
                 if best is None or kl < best.kl:
-                    top1 = float((logp.argmax(-1) == teacher.argmax(-1)).float().mean())
-                    best = Removal(layer, kl, top1)
+                    best = Removal(layer, kl, _top1(logp, teacher))
             assert best is not None
             kept.remove(best.layer)
             steps.append(best)

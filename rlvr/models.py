@@ -46,13 +46,17 @@ def find_gguf() -> Path:
     )
 
 
+COMPLETE_MARKER = ".rlvr-complete"
+"""Written last into a model directory before it is moved into place."""
+
+
 def _is_complete(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / ".rlvr-complete").is_file()
+    return (path / "config.json").is_file() and (path / COMPLETE_MARKER).is_file()
 
 
 def _publish(tmp: Path, final: Path) -> Path:
     """Atomically move a fully written model directory into place (no half-written model is ever visible)."""
-    (tmp / ".rlvr-complete").write_text("ok\n")
+    (tmp / COMPLETE_MARKER).write_text("ok\n")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -23,14 +23,12 @@ text, so it works across tokenizers."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlvr.models import _publish
-from rlvr.paths import models_dir
+from rlvr.models import COMPLETE_MARKER
+from rlvr.paths import atomic_dir, models_dir
 
 SHRINK_INFO = "shrink.json"
 
@@ -165,10 +163,8 @@ def shrink(
     if tied:
         student.tie_weights()
     final = Path(out) if out is not None else default_student_dir(src, keep)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     result = ShrinkResult(final, kept, n, count_parameters(model), count_parameters(student))
-    try:
+    with atomic_dir(final) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if (src / "generation_config.json").is_file():
@@ -176,10 +172,7 @@ def shrink(
         info = {"teacher": str(src.resolve()), "teacher_layers": n, "kept_layers": kept,
                 "teacher_params": result.teacher_params, "student_params": result.student_params, **search}  # fmt: skip
         (tmp / SHRINK_INFO).write_text(json.dumps(info, indent=1) + "\n")
-        _publish(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / COMPLETE_MARKER).write_text("ok\n")  # as rlvr.models publishes its models
     return result
 
 
