@@ -1,11 +1,11 @@
 """Distillation measured: a shrunk SmolLM2 student against its teacher on 2-digit addition, held-out accuracy by
 the strict scorer (last_integer) through the shared evaluator.
 
-    .venv/bin/python benchmarks/distill_addition.py --teacher DIR [--layers 11] [--mode logits] \
-        [--minutes 10] [--config examples/distill_addition.toml] [--out benchmarks/results/FILE.json] \
+    .venv/bin/python benchmarks/distill_addition.py --teacher DIR [--layers 11] [--select block|greedy] \
+        [--mode logits] [--minutes 10] [--config examples/distill_addition.toml] [--out benchmarks/results/FILE.json] \
         [key=value ...]
     .venv/bin/python benchmarks/distill_addition.py --teacher DIR --config examples/distill_demo.toml --mode keep \
-        --minutes 0 --out benchmarks/results/distill_demo.json    # the demo recipe as the pipeline runs it
+        --minutes 0 --out benchmarks/results/FILE.json    # the demo recipe as the pipeline runs it
 
 Makes the student with `rlvr models shrink` (afresh), runs `rlvr train distill` with the config
 (mode and overrides as given, train.max_time_s = minutes unless 0; --mode keep: the config's) as a subprocess while
@@ -45,18 +45,34 @@ def _examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"prompt": r["prompt"], "answer": r["completion"], "verdict": r["verdict"]} for r in rows[:EXAMPLES]]
 
 
-def shrink_student(teacher: Path, layers: int, out: Path) -> dict[str, Any]:
-    # Made afresh each time (seconds): a student left by an older layer selection must not be measured.
+def shrink_student(teacher: Path, layers: int, out: Path, select: str, config: Path) -> dict[str, Any]:
+    """`rlvr models shrink` afresh (a student left by an older layer selection must not be measured); greedy
+    selection runs on the first PROBE_ROWS training tasks of the run's own config, as the pipeline's stage does.
+    The selection's wall time is part of the result: it counts against a time budget."""
     cmd = [sys.executable, "-m", "rlvr.cli", "models", "shrink", "--from", str(teacher), "--layers", str(layers),
-           "--out", str(out)]  # fmt: skip
+           "--out", str(out), "--select", select]  # fmt: skip
+    if select == "greedy":
+        from rlvr.student import PROBE_ROWS
+        from trainer.data import build_tasks
+        from trainer.distill.config import load_distill_config
+
+        stream, _ = build_tasks(load_distill_config(config).data)
+        probe = out.parent / f"{out.name}-probe.jsonl"
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("".join(json.dumps({"id": t.id, "messages": t.messages, **t.fields}) + "\n"
+                                 for t in stream.tasks[:PROBE_ROWS]))  # fmt: skip
+        cmd += ["--data", str(probe)]
+    t0 = time.monotonic()
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    return dict(json.loads((out / "shrink.json").read_text()))
+    return {**json.loads((out / "shrink.json").read_text()), "select": select,
+            "select_s": round(time.monotonic() - t0, 1)}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", type=Path, required=True, help="teacher HF dir (e.g. a GRPO checkpoint's model/)")
     ap.add_argument("--layers", type=int, default=11)
+    ap.add_argument("--select", default="block", choices=["block", "greedy"], help="the student's layers")
     ap.add_argument("--mode", default="logits", choices=["logits", "sequence", "on_policy", "keep"])
     ap.add_argument("--minutes", type=float, default=10.0,
                     help="training-time budget (evaluation excluded); 0: the config's")
@@ -66,8 +82,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra `rlvr train distill` overrides")
     args = ap.parse_args()
     tag = "-".join(args.teacher.resolve().parts[-4:]).replace(".", "_")
-    student = REPO / "runs" / "students" / f"{tag}-{args.layers}layers"
-    shrink = shrink_student(args.teacher, args.layers, student)
+    student = REPO / "runs" / "students" / f"{tag}-{args.layers}layers-{args.select}"
+    shrink = shrink_student(args.teacher, args.layers, student, args.select, args.config)
     run_dir = args.run_dir or REPO / "runs" / time.strftime(f"bench-distill-{args.mode}-%Y%m%d-%H%M%S")
     overrides = [f"run_dir={run_dir}", f"teacher.path={args.teacher}", f"student.path={student}",
                  "logging.progress=plain"]  # fmt: skip
@@ -99,6 +115,8 @@ def main() -> None:
         "teacher_params": shrink["teacher_params"],
         "student_params": shrink["student_params"],
         "kept_layers": shrink["kept_layers"],
+        "layer_select": shrink["select"],
+        "layer_select_s": shrink["select_s"],
         "held_out": int(last["eval/samples"]),
         "teacher_accuracy": teacher["teacher/accuracy"],
         "student_accuracy_start": first["eval/accuracy"],
@@ -106,6 +124,7 @@ def main() -> None:
         "fraction_of_teacher": (last["eval/accuracy"] / teacher["teacher/accuracy"]) if teacher["teacher/accuracy"]
         else None,
         "accuracy_by_step": {r["step"]: r["eval/accuracy"] for r in evals},
+        "points": [[r["step"], r["training_s"], r["eval/accuracy"]] for r in evals],  # step, training s, accuracy
         "forward_kl_by_step": {r["step"]: r.get("eval/forward_kl") for r in evals},
         "steps": last["step"],
         "training_s": last["training_s"],

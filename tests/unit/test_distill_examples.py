@@ -71,6 +71,9 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
     cfg = load_distill_config(None, ["mode=sequence", "kd.divergence=jsd", "kd.beta=0.3"])
     assert cfg.mode == "sequence" and cfg.kd.beta == 0.3 and cfg.uses_teacher_samples
     assert cfg.run_dir == Path("runs/distill")
+    assert cfg.completions == "teacher" and load_distill_config(None, []).completions == "dataset"
+    control = load_distill_config(None, ["mode=sequence", "completions=dataset"])  # SFT on the dataset's answers
+    assert not control.uses_teacher_samples
     with pytest.raises(ConfigError, match=r"kd\.beta"):
         load_distill_config(None, ["kd.beta=1.5"])
     with pytest.raises(ConfigError, match="on_policy"):
@@ -92,3 +95,62 @@ def test_config_defaults_overrides_and_errors(tmp_path: Path) -> None:
     assert load_distill_config(None, ["student.finetune=lora", "eval.accuracy=false"]).student.finetune == "lora"
     with pytest.raises(ConfigError, match=r"eval\.scorer: required"):
         load_distill_config(None, ["data.source=jsonl", "data.path=x.jsonl"])
+
+
+@pytest.mark.parametrize(("mode", "prompt_weight"), [("logits", 0.0), ("logits", 0.5), ("sequence", 0.0)])
+def test_loss_on_the_masked_columns_equals_the_loss_on_every_position(
+    small_llama, mode: str, prompt_weight: float
+) -> None:
+    """The head runs only on the columns a mask reads (logits_to_keep), and the rows' shared prefix runs once:
+    loss and gradients must equal those computed from the logits of every position of every row."""
+    import contextlib
+    import types
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainer.distill.loop import DistillTrainer, _columns, _token_ce, _weights, shared_prefix
+    from trainer.distill.losses import masked_mean, token_divergence
+
+    teacher = AutoModelForCausalLM.from_pretrained(small_llama(layers=3, seed=1)).eval()
+    student_dir = small_llama(layers=2, seed=2)
+    student = AutoModelForCausalLM.from_pretrained(student_dir).eval()
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    tasks = [Task("a", [{"role": "user", "content": "What is 12 + 30? Reply with the number."}], {"answer": "42"}),
+             Task("b", [{"role": "user", "content": "What is 7 + 5?"}], {"answer": "twelve, I think"}),
+             Task("c", [{"role": "user", "content": "What is the longest river, in a few more words?"}],
+                  {"answer": "x y"})]  # fmt: skip
+    batch = collate([encode_task(tok, t) for t in tasks], pad_id=tok.pad_token_id)
+    weights = _weights(batch, prompt_weight)
+    cols = _columns(weights)
+    assert (cols.start > 0) == (prompt_weight == 0)  # the prompts' columns are skipped
+    assert (shared_prefix(batch.input_ids, cols.start) > 0) == (prompt_weight == 0)
+    kd = types.SimpleNamespace(prompt_weight=prompt_weight, divergence="forward_kl", beta=0.5, temperature=1.0,
+                               top_k=0)  # fmt: skip
+    policy = types.SimpleNamespace(model=student, device=torch.device("cpu"), autocast=contextlib.nullcontext)
+
+    def loss_and_grads(share: bool) -> tuple[float, list[torch.Tensor]]:
+        fake = types.SimpleNamespace(cfg=types.SimpleNamespace(kd=kd, mode=mode), student=policy, teacher=teacher,
+                                     vocab=len(tok), share_prefix=share)  # fmt: skip
+        fake._logits = types.MethodType(DistillTrainer._logits, fake)
+        student.zero_grad()
+        loss = DistillTrainer._micro_loss(fake, batch, float(weights.sum()))  # type: ignore[arg-type]
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in student.parameters()]
+
+    s_all = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    if mode == "sequence":
+        per_token = _token_ce(s_all, batch.input_ids[:, 1:])
+    else:
+        with torch.no_grad():
+            t_all = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+        per_token = token_divergence(s_all, t_all, "forward_kl")
+    want = masked_mean(per_token, weights, float(weights.sum()))
+    student.zero_grad()
+    want.backward()
+    want_grads = [p.grad.clone() for p in student.parameters()]
+    for share in (False, True):
+        got, grads = loss_and_grads(share)
+        assert got == pytest.approx(float(want.detach()), rel=1e-5, abs=1e-6) and got > 0
+        for g, w in zip(grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)

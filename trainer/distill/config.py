@@ -61,8 +61,8 @@ class KDSection(StrictModel):
     prompt_weight: float = Field(default=0.0, ge=0)
     """Weight of the prompt's own tokens in the divergence, per token, relative to a completion token (0: the
     completion only). A freshly shrunk student has lost the teacher's internal features everywhere, so matching
-    the teacher's next-token distributions on the prompt too is extra healing signal at no extra forward cost
-    (both models already read the prompt)."""
+    the teacher's next-token distributions on the prompt too is extra healing signal; it costs the head and the
+    loss on the prompt's positions (with 0 they run on the answer's columns only)."""
 
 
 class TeacherSamplesSection(StrictModel):
@@ -112,6 +112,9 @@ class TrainSection(StrictModel):
     """Also stop after this many seconds of training (the metrics clock, evaluation excluded, across resumes)."""
     seed: int = 0
     """Seeds torch/python RNGs."""
+    share_prefix: bool = True
+    """Run the token prefix all rows of a micro-batch share once (its key/value cache repeated for the rows);
+    the same loss and gradients, fewer tokens through the model (tests/unit/test_distill_examples.py)."""
 
 
 class EvalSection(StrictModel):
@@ -160,13 +163,15 @@ class DistillConfig(StrictModel):
     """The teacher."""
     student: StudentSection = Field(default_factory=lambda: StudentSection())
     """The student (any HF dir; `rlvr models shrink` makes one from the teacher)."""
-    completions: Literal["dataset", "teacher"] = "dataset"
-    """logits mode: the completions KD runs on: the dataset's own answers (an assistant turn, or the `answer`
-    field) or the teacher's verified samples."""
+    completions: Literal["dataset", "teacher"] | None = None
+    """The completions training runs on: the dataset's own answers (an assistant turn, or the `answer` field) or
+    the teacher's verified samples. Default: "dataset" in logits mode, "teacher" in sequence mode. Sequence mode
+    on "dataset" is plain SFT of the student on the dataset's answers: the control a distillation is measured
+    against (same loop, data, clock and evaluator; the teacher only gives the held-out divergence)."""
     kd: KDSection = Field(default_factory=lambda: KDSection())
     """Divergence for logits mode."""
     teacher_samples: TeacherSamplesSection = Field(default_factory=lambda: TeacherSamplesSection())
-    """Rejection sampling of the teacher (sequence mode, completions = "teacher")."""
+    """Rejection sampling of the teacher (completions = "teacher")."""
     on_policy: OnPolicySection = Field(default_factory=lambda: OnPolicySection())
     """The student's samples (mode = "on_policy")."""
     data: DataConfig = Field(default_factory=lambda: DataConfig())
@@ -191,6 +196,8 @@ class DistillConfig(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> DistillConfig:
         check_specs(self.rewards)
+        if self.completions is None:
+            self.completions = "teacher" if self.mode == "sequence" else "dataset"
         if self.mode == "on_policy" and self.student.finetune != "full":
             raise ValueError("mode = \"on_policy\" needs student.finetune = \"full\" (its weights are pushed to the "
                              "rollout service that samples it)")  # fmt: skip
@@ -225,7 +232,7 @@ class DistillConfig(StrictModel):
 
     @property
     def uses_teacher_samples(self) -> bool:
-        return self.mode == "sequence" or self.completions == "teacher"
+        return self.completions == "teacher" and self.mode != "on_policy"
 
     def services_config(self, model_path: str) -> GRPOConfig:
         """The service sections as trainer.services.Services reads them, serving `model_path`."""

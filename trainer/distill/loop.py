@@ -6,7 +6,9 @@ samples), runs them in micro-batches, and steps AdamW once:
 - logits: the frozen teacher scores the same token ids in-process; the loss is the configured divergence
   (trainer/distill/losses.py) over the assistant tokens;
 - sequence: cross-entropy on the teacher's verified completions (sequence-level KD, Kim & Rush 2016: training on
-  the teacher's outputs); the teacher is only needed for sampling and for the held-out divergence.
+  the teacher's outputs); the teacher is only needed for sampling and for the held-out divergence. On
+  completions = "dataset" it is plain SFT on the dataset's answers: the control every mode is compared with.
+Logits are computed only at the columns the loss reads (logits_to_keep), not at every prompt position.
 Held-out evaluation reports the student's divergence from the teacher and both models' cross-entropy on the
 held-out tasks' completions (in-process, token-level; accuracy comes from the shared evaluator)."""
 
@@ -108,6 +110,7 @@ class DistillTrainer:
             self.teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=getattr(torch, cfg.teacher.dtype))
             self.teacher = self.teacher.to(self.student.device).eval().requires_grad_(False)
         self.vocab = len(self.tok)
+        self.share_prefix = cfg.train.share_prefix
         # numel with tied embeddings counted once: the size comparison a "half the teacher" goal is about.
         teacher_params = count_parameters(self.teacher) if self.teacher is not None else None
         self.params: dict[str, int | None] = {"student_params": count_parameters(self.student.model),
@@ -138,25 +141,40 @@ class DistillTrainer:
 
     # ------------------------------------------------------------------ losses
 
-    def _logits(self, model: Any, batch: Batch) -> torch.Tensor:
+    def _logits(self, model: Any, batch: Batch, cols: slice) -> torch.Tensor:
+        """Logits [B, cols, V] at the positions `cols` of [0, L-1) only: the head (a 576 x 49152 matrix on
+        SmolLM2, ~40% of an 11-layer student's forward) and the loss run on the columns a mask reads, not on
+        every prompt token. The token prefix all rows share (the chat template's system prompt and the task's
+        fixed wording: 35 of 51 tokens on 2-digit addition) runs once, as one row whose key/value cache is
+        repeated for the batch; gradients flow through it as through the rows' own copies."""
         dev = self.student.device
-        out = model(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev), use_cache=False)
-        return out.logits[:, :-1, : self.vocab]  # a padded embedding's extra rows are no tokens
-
-    def _teacher_logits(self, batch: Batch) -> torch.Tensor:
-        with torch.no_grad():
-            return self._logits(self.teacher, batch)
+        ids, attn = batch.input_ids.to(dev), batch.attention_mask.to(dev)
+        shared = shared_prefix(ids, cols.start) if self.share_prefix else 0
+        past = None
+        if shared:
+            head = model(input_ids=ids[:1, :shared], attention_mask=attn[:1, :shared], use_cache=True,
+                         logits_to_keep=1)  # fmt: skip
+            past = head.past_key_values
+            past.batch_repeat_interleave(ids.shape[0])
+        keep = torch.arange(cols.start - shared, cols.stop - shared, device=dev)
+        out = model(input_ids=ids[:, shared:], attention_mask=attn, past_key_values=past, use_cache=past is not None,
+                    logits_to_keep=keep)  # fmt: skip
+        return out.logits[..., : self.vocab]  # a padded embedding's extra rows are no tokens
 
     def _micro_loss(self, batch: Batch, denominator: float) -> torch.Tensor:
         """Sum of the micro-batch's weighted per-token losses / the step's total weight (gradient accumulation)."""
+        weights = _weights(batch, self.cfg.kd.prompt_weight)  # prompt weight 0 in sequence mode (validated)
+        cols = _columns(weights)
         with self.student.autocast():  # bf16 compute over float32 masters, as GRPO's passes (trainer/policy.py)
-            logits = self._logits(self.student.model, batch)
-        mask = _weights(batch, self.cfg.kd.prompt_weight).to(logits.device)  # 0 in sequence mode (validated)
+            logits = self._logits(self.student.model, batch, cols)
+        mask = weights[:, cols].to(logits.device)
         if self.cfg.mode == "sequence":
-            per_token = _token_ce(logits, batch.input_ids[:, 1:].to(logits.device))
+            per_token = _token_ce(logits, batch.input_ids[:, cols.start + 1 : cols.stop + 1].to(logits.device))
         else:
             kd = self.cfg.kd
-            per_token = token_divergence(logits, self._teacher_logits(batch), kd.divergence, beta=kd.beta,
+            with torch.no_grad():
+                teacher_logits = self._logits(self.teacher, batch, cols)
+            per_token = token_divergence(logits, teacher_logits, kd.divergence, beta=kd.beta,
                                          temperature=kd.temperature, top_k=kd.top_k)  # fmt: skip
         return masked_mean(per_token, mask, denominator)
 
@@ -237,13 +255,14 @@ class DistillTrainer:
         return metrics
 
     def _eval_sums(self, b: Batch) -> dict[str, float]:
+        cols = _columns(b.loss_mask)
         with self.student.autocast():
-            s_logits = self._logits(self.student.model, b)
-        mask = b.loss_mask
-        targets = b.input_ids[:, 1:]
+            s_logits = self._logits(self.student.model, b, cols)
+        mask = b.loss_mask[:, cols]
+        targets = b.input_ids[:, cols.start + 1 : cols.stop + 1]
         out = {"student_ce": float((_token_ce(s_logits, targets) * mask).sum())}
         if self.teacher is not None:
-            t_logits = self._logits(self.teacher, b)
+            t_logits = self._logits(self.teacher, b, cols)
             kd = self.cfg.kd
             out["kd_loss"] = float((token_divergence(s_logits, t_logits, kd.divergence, beta=kd.beta,
                                                      temperature=kd.temperature) * mask).sum())  # fmt: skip
@@ -305,6 +324,29 @@ class DistillTrainer:
 def _weights(batch: Batch, prompt_weight: float) -> torch.Tensor:
     """Per-position loss weights [B, L-1]: 1 on completion tokens, prompt_weight on the prompt's own tokens."""
     return batch.loss_mask + prompt_weight * batch.prompt_mask if prompt_weight > 0 else batch.loss_mask
+
+
+MIN_SHARED_PREFIX = 8
+"""A shorter common prefix is run with the rows (one more forward call would cost more than it saves)."""
+
+
+def shared_prefix(input_ids: torch.Tensor, limit: int) -> int:
+    """Length of the token prefix every row of [B, L] shares, at most `limit` (the first column a loss reads:
+    its logits must come from the rows' own pass); 0 for one row or a prefix under MIN_SHARED_PREFIX."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(0).long().cumprod(0)
+    n = min(int(same.sum()), limit)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _columns(weights: torch.Tensor) -> slice:
+    """The smallest column range of a [B, L-1] weight mask that holds every weighted position (all rows of a
+    batch share it: the model computes logits at the same positions of each row)."""
+    used = weights.gt(0).any(0).nonzero().flatten()
+    if used.numel() == 0:
+        return slice(0, 1)
+    return slice(int(used[0]), int(used[-1]) + 1)
 
 
 def _token_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
