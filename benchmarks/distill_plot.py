@@ -1,5 +1,7 @@
-"""Held-out accuracy vs training time of distillation runs side by side (one line per results file of
-benchmarks/distill_addition.py, the teacher's accuracy and 90% of it as horizontal lines).
+"""Held-out accuracy vs training step of distillation runs side by side (one line per results file of
+benchmarks/distill_addition.py, its training minutes in the legend; the teacher's accuracy and 90% of it as
+horizontal lines). Steps, not minutes, on the x axis: the runs compared see the same batches of 16 problems per
+step, and step is what every results file records (`points` with times only since the control's run).
 
     .venv/bin/python benchmarks/distill_plot.py OUT.png RESULT.json [RESULT.json ...]"""
 
@@ -14,7 +16,7 @@ from typing import Any
 def _label(r: dict[str, Any]) -> str:
     mode = "SFT on the dataset's answers (control)" if r["mode"] == "sequence" and r["completions"] == "dataset" \
         else f"{r['mode']} KD on {r['completions']} completions"  # fmt: skip
-    return f"{mode}, {r.get('layer_select', 'block')} layers"
+    return f"{mode}: {r['training_s'] / 60:.1f} min of training"
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -28,11 +30,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     ax.axhline(teacher, color="black", lw=1, label=f"teacher {teacher:.1%}")
     ax.axhline(0.9 * teacher, color="black", lw=1, ls="--", label="90% of the teacher")
     for r in results:
-        pts = r["points"]
-        ax.plot([p[1] / 60 for p in pts], [p[2] for p in pts], marker="o", label=_label(r))
-    ax.set(xlabel="training minutes (evaluation excluded; 2 cores)", ylabel="held-out accuracy (last_integer)",
+        by_step = sorted((int(k), v) for k, v in r["accuracy_by_step"].items())
+        ax.plot([k for k, _ in by_step], [v for _, v in by_step], marker="o", label=_label(r))
+    top = max(v for r in results for v in r["accuracy_by_step"].values())
+    ax.set(xlabel="step (16 problems each; 2 cores)", ylabel="held-out accuracy (last_integer)",
            title=f"11-layer student of the GRPO teacher, {results[0]['held_out']} held-out 2-digit additions",
-           ylim=(0, max(1.05 * teacher, *(p[2] for r in results for p in r["points"])) + 0.05))  # fmt: skip
+           ylim=(0, max(1.05 * teacher, top) + 0.05))  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
