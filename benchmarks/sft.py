@@ -5,6 +5,11 @@
   in well under a minute on 2 cores.
 * arith: the §3 example (examples/sft_arith.toml, overrides allowed): held-out format adherence and strict
   accuracy (reasoning-gym score_answer) of the base model and after SFT, with wall times.
+* speed: training tokens/s of `rlvr train sft` (examples/sft_arith.toml) against a plain TRL SFTTrainer script
+  with the same settings (benchmarks/sft_trl_plain.py), float32 weights as rlvr trains them and, beside it, bf16
+  weights, in alternating rounds. Both count TRL's num_tokens and
+  time each logged step from the same point (the step's log), so tokens/s = tokens of steps 2..N / their seconds
+  (step 1 holds the warm-up); whole-process wall time (imports, data check, loading) is reported beside it.
 Results go to benchmarks/results/sft_<part>.json. Numbers depend on machine load: say so when quoting them."""
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -89,16 +95,78 @@ def bench_arith(a: argparse.Namespace) -> dict[str, object]:
             "load_avg_1m": os.getloadavg()[0], "machine": "shared 2-core machine, loaded by other jobs"}  # fmt: skip
 
 
+def _steady_tokens_per_s(tokens: list[float], elapsed: list[float]) -> float:
+    return (tokens[-1] - tokens[0]) / (elapsed[-1] - elapsed[0])
+
+
+def _speed_round(a: argparse.Namespace, which: str, i: int) -> dict[str, float]:
+    import shutil
+    import subprocess
+
+    from trainer.policy import resolve_model_path
+
+    work = Path(a.workdir) / f"speed-{which}-{i}"
+    shutil.rmtree(work, ignore_errors=True)
+    if which == "rlvr":
+        # No held-out evaluation at the end either: a copy of the example without [eval] tasks and the eval file.
+        cfg = Path(a.workdir) / "sft_arith_noeval.toml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        text = Path("examples/sft_arith.toml").read_text()
+        cfg.write_text("\n".join(x for x in text.splitlines() if not x.startswith(("tasks =", "eval_path ="))))
+        cmd = [".venv/bin/rlvr", "train", "sft", "--config", str(cfg), f"run_dir='{work}'", f"train.steps={a.steps}",
+               "eval.at_start=false", "eval.every=0", "checkpoint.every=0", "logging.tensorboard=false",
+               "logging.progress='plain'"]  # fmt: skip
+    else:
+        cmd = [sys.executable, "benchmarks/sft_trl_plain.py", "--model", str(resolve_model_path("base")),
+               "--data", "examples/data/arith_sft.jsonl", "--steps", str(a.steps), "--out-dir", str(work),
+               "--dtype", which.removeprefix("trl_")]  # fmt: skip
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode:
+        raise RuntimeError(f"{which}: exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    if which == "rlvr":
+        recs = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in recs if r["kind"] == "train"]
+        tokens, elapsed = [r["num_tokens"] for r in train], [r["elapsed_s"] for r in train]
+    else:
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        tokens, elapsed = got["num_tokens"], got["elapsed_s"]
+    return {"tokens_per_s": round(_steady_tokens_per_s(tokens, elapsed), 1), "tokens": tokens[-1],
+            "steps": len(tokens), "process_wall_s": round(wall, 1)}  # fmt: skip
+
+
+def bench_speed(a: argparse.Namespace) -> dict[str, object]:
+    # trl_float32 is like for like: rlvr's full fine-tuning keeps float32 masters and TRL runs with bf16=False,
+    # so it computes in float32 whatever model.dtype says. trl_bfloat16 (bf16 weights) is shown beside it.
+    rounds: dict[str, list[dict[str, float]]] = {"rlvr": [], "trl_float32": [], "trl_bfloat16": []}
+    load0 = os.getloadavg()
+    for i in range(a.rounds):
+        order = list(rounds)
+        for which in order if i % 2 == 0 else order[::-1]:
+            rounds[which].append(_speed_round(a, which, i))
+            print(which, rounds[which][-1], flush=True)
+    med = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in rounds.items()}
+    return {"config": "examples/sft_arith.toml", "baseline": "benchmarks/sft_trl_plain.py", "steps": a.steps,
+            "rounds": rounds, "median_tokens_per_s": med,
+            "rlvr_over_trl_float32": round(med["rlvr"] / med["trl_float32"], 3),
+            "rlvr_over_trl_bfloat16": round(med["rlvr"] / med["trl_bfloat16"], 3),
+            "cpus": os.cpu_count(), "load_avg_start": load0, "load_avg_end": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=["check", "arith"])
+    ap.add_argument("part", choices=["check", "arith", "speed"])
     ap.add_argument("overrides", nargs="*", help="arith: config overrides (key=value)")
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--workdir", default="/tmp/rlvr-bench-sft")
+    ap.add_argument("--steps", type=int, default=40, help="speed: optimizer steps per run")
+    ap.add_argument("--rounds", type=int, default=3, help="speed: alternating rounds of each")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     a.out = a.out or Path(f"benchmarks/results/sft_{a.part}.json")
-    result = bench_check(a) if a.part == "check" else bench_arith(a)
+    result = {"check": bench_check, "arith": bench_arith, "speed": bench_speed}[a.part](a)
     print(json.dumps(result, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
