@@ -45,8 +45,9 @@ def run(cmd: list[str], log: Path) -> float:
 
 
 def records(run_dir: Path, kind: str) -> list[dict[str, Any]]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("kind") == kind]
+    from trainer.metrics import read_records
+
+    return [r for r in read_records(run_dir / "metrics.jsonl") if r.get("kind") == kind]
 
 
 def training_s(run_dir: Path) -> float:
