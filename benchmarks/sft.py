@@ -7,9 +7,9 @@
   accuracy (reasoning-gym score_answer) of the base model and after SFT, with wall times.
 * speed: training tokens/s of `rlvr train sft` (examples/sft_arith.toml) against a plain TRL SFTTrainer script
   with the same settings (benchmarks/sft_trl_plain.py), float32 weights as rlvr trains them and, beside it, bf16
-  weights, in alternating rounds. Both count TRL's num_tokens and
-  time each logged step from the same point (the step's log), so tokens/s = tokens of steps 2..N / their seconds
-  (step 1 holds the warm-up); whole-process wall time (imports, data check, loading) is reported beside it.
+  weights, in alternating rounds. Both count TRL's num_tokens and time each logged step from the same point (the
+  step's log), so tokens/s = tokens of steps 2..N / their seconds (step 1 holds the warm-up); whole-process wall
+  time (imports, data check, loading) is reported beside it.
 Results go to benchmarks/results/sft_<part>.json. Numbers depend on machine load: say so when quoting them."""
 
 from __future__ import annotations
@@ -126,8 +126,9 @@ def _speed_round(a: argparse.Namespace, which: str, i: int) -> dict[str, float]:
     if out.returncode:
         raise RuntimeError(f"{which}: exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     if which == "rlvr":
-        recs = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
-        train = [r for r in recs if r["kind"] == "train"]
+        from trainer.metrics import read_records
+
+        train = [r for r in read_records(work / "metrics.jsonl") if r["kind"] == "train"]
         tokens, elapsed = [r["num_tokens"] for r in train], [r["elapsed_s"] for r in train]
     else:
         got = json.loads(out.stdout.strip().splitlines()[-1])

