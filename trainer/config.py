@@ -43,12 +43,13 @@ class ModelSection(StrictModel):
     4-bit NF4 base (bitsandbytes; CUDA or CPU)."""
     lora: LoraSection = Field(default_factory=lambda: LoraSection())
     """Adapter settings for lora / qlora."""
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    """Compute dtype of the trainer's forward and backward passes. Full fine-tuning always keeps float32 master
-    weights and AdamW state (pure-bf16 AdamW rounds away every update below half a bf16 ulp: at lr 1e-5, every
-    weight above ~0.008 in magnitude); "bfloat16" then runs the passes under bf16 autocast. LoRA / QLoRA: the
-    frozen base is stored in this dtype and the adapter in float32 (peft). Pushed weights are cast to the
-    rollout server's dtype either way."""
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """Compute dtype of the trainer's forward and backward passes; auto = bfloat16 where the device has bf16 matmul
+    kernels (a bf16 GPU; a CPU with AVX512 / AMX), else float32 (an AVX2-only CPU runs bf16 ~7-40x slower). Full
+    fine-tuning always keeps float32 master weights and AdamW state (pure-bf16 AdamW rounds away every update
+    below half a bf16 ulp: at lr 1e-5, every weight above ~0.008 in magnitude); bf16 then runs the passes under
+    bf16 autocast. LoRA / QLoRA: the frozen base is stored in this dtype and the adapter in float32 (peft).
+    Pushed weights are cast to the rollout server's dtype either way."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the trainer runs; auto = cuda when available."""
     gradient_checkpointing: bool = False

@@ -23,7 +23,9 @@ QUESTION = [{"role": "user", "content": "What is the capital of France? Answer i
 
 @pytest.fixture(scope="module")
 def server(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    args = ["--model", str(base_model_dir), "--max-model-len", "1024", "--kv-cache-gib", "0.5", "--threads", "2"]
+    # bf16 pinned: "auto" would serve float32 on a CPU without bf16 kernels (rlvr/hardware.py)
+    args = ["--model", str(base_model_dir), "--max-model-len", "1024", "--kv-cache-gib", "0.5", "--threads", "2",
+            "--dtype", "bfloat16"]  # fmt: skip
     proc = ServiceProcess("rollout.server", args, "rollout", log_path=tmp_path_factory.mktemp("logs") / "smollm.log")
     proc.start(timeout_s=120)
 

@@ -50,10 +50,29 @@ def overrides(run_dir: Path, tiny: Path, files: tuple[Path, Path], *extra: str) 
 
 
 def test_sft_lowers_held_out_loss_and_writes_a_model_grpo_loads(tmp_path: Path, tiny_model_dir: Path,
-                                                                 arith_files: tuple[Path, Path]) -> None:  # fmt: skip
+                                                                 arith_files: tuple[Path, Path],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import trainer.sft.run as sft_run
+
+    # (weight dtype, output dtype) of a projection in the training passes (not lm_head: TRL's fused LM head
+    # multiplies by its weight directly)
+    seen: set[tuple[Any, Any]] = set()
+
+    def watched(cfg: Any, path: Path) -> Any:
+        model = load_model(cfg, path)
+        model.model.layers[0].mlp.down_proj.register_forward_hook(
+            lambda m, _, out: seen.add((m.weight.dtype, out.dtype)) if m.training else None)
+        return model
+
+    load_model = sft_run._model
+    monkeypatch.setattr(sft_run, "_model", watched)
     cfg = load_sft_config(None, overrides(tmp_path / "run", tiny_model_dir, arith_files, "train.steps=12",
-                                          "model.finetune='full'"))  # fmt: skip
+                                          "model.finetune='full'", "model.dtype='bfloat16'"))  # fmt: skip
     summary = run_sft(cfg)
+    import torch
+
+    # model.dtype = "bfloat16" (what "auto" is on bf16 hardware): bf16 autocast over float32 masters, as GRPO trains
+    assert seen == {(torch.float32, torch.bfloat16)}, seen
     assert summary.steps == 12 and summary.first_eval_loss is not None and summary.last_eval_loss is not None
     assert summary.last_eval_loss < summary.first_eval_loss - 0.3, summary
     records = read_records(tmp_path / "run" / "metrics.jsonl")

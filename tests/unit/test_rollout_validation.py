@@ -13,7 +13,7 @@ from rlvr.paths import REPO_ROOT
 from rlvr.v1 import rollout_pb2 as pb
 from rollout.adapters import adapter_spec, check_adapter_name, parse_adapter_config
 from rollout.config import RolloutConfig
-from rollout.engine import EngineSettings, apply_cpu_env
+from rollout.engine import EngineSettings, apply_cpu_env, engine_dtype
 from rollout.server import load
 from rollout.validation import RequestError, prompt_token_ids, sampling_from_proto
 from rollout.weights import TensorSpec, WeightsError
@@ -137,6 +137,23 @@ def test_example_config_parses_and_flags_override(tmp_path: Path) -> None:
     assert merged.port == 5 and merged.max_model_len == 1024 and merged.model == model
     assert load(["--model", str(model), "--compile"]).eager is False
     assert all(f.description for f in RolloutConfig.model_fields.values())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_serves_bf16_checkpoints_in_float32_on_a_cpu_without_bf16_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    bf16, f32 = tmp_path / "bf16", tmp_path / "f32"
+    for d, dtype in ((bf16, "bfloat16"), (f32, "float32")):
+        d.mkdir()
+        (d / "config.json").write_text(f'{{"dtype": "{dtype}"}}')
+    assert engine_dtype(EngineSettings(model=bf16), cpu=True) == ("auto" if native else "float32")
+    assert engine_dtype(EngineSettings(model=bf16), cpu=False) == "auto"  # a GPU serves the checkpoint's dtype
+    assert engine_dtype(EngineSettings(model=f32), cpu=True) == "auto"
+    assert engine_dtype(EngineSettings(model=bf16, dtype="bfloat16"), cpu=True) == "bfloat16"  # explicit: kept
 
 
 def test_cpu_env_mapping() -> None:

@@ -250,3 +250,24 @@ def test_full_finetune_keeps_float32_masters_and_small_updates(tiny_model_dir: P
     # ... and the export is the float32 masters, which RolloutClient casts to the server's dtype as it sends
     # (tests/unit/test_rollout_client.py: test_weights_go_to_every_replica_in_their_dtype...).
     assert {t.dtype for t in p.full_state().values()} == {torch.float32}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bf16_only_where_the_hardware_has_bf16_kernels(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native: bool
+) -> None:
+    """On an AVX2-only CPU torch's bf16 gemm is a reference loop (a policy update 13x slower than in float32:
+    benchmarks/results/trainer_dtype.json): "auto" picks float32 there; an explicit "bfloat16" is kept, warned."""
+    import trainer.policy as pol
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    pol._warn_emulated_bf16.cache_clear()
+    cpu = torch.device("cpu")
+    assert pol.bf16_is_native(cpu) is native
+    expected = torch.bfloat16 if native else torch.float32
+    assert pol.compute_dtype(ModelSection(dtype="auto", device="cpu")) == expected
+    assert pol.compute_dtype(ModelSection(device="cpu")) == expected  # the default is auto
+    assert pol.compute_dtype(ModelSection(dtype="float32", device="cpu")) == torch.float32
+    with caplog.at_level("WARNING", logger="trainer.policy"):
+        assert pol.compute_dtype(ModelSection(dtype="bfloat16", device="cpu")) == torch.bfloat16
+    assert ("without bf16 matmul kernels" in caplog.text) is not native

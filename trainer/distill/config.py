@@ -34,8 +34,8 @@ class TeacherSection(StrictModel):
 
     path: str = "base"
     """HF model directory (e.g. a GRPO run's checkpoints/ckpt-N/model), or "base" / "tiny"."""
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    """Dtype of the in-process teacher that scores tokens (logits mode)."""
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """Dtype of the in-process teacher that scores tokens (logits mode); auto as the student's model.dtype."""
 
 
 class StudentSection(ModelSection):

@@ -38,7 +38,7 @@ from trainer.distill.config import DistillConfig
 from trainer.distill.examples import Batch, Example, collate, encode_task
 from trainer.distill.losses import masked_mean, token_divergence
 from trainer.metrics import RunLog, truncate_history
-from trainer.policy import Policy, resolve_model_path
+from trainer.policy import Policy, resolve_dtype, resolve_model_path
 
 log = logging.getLogger(__name__)
 STUDENT_DIR = "student"
@@ -107,7 +107,8 @@ class DistillTrainer:
             self.same_vocab = False
         self.teacher: Any = None
         if self.same_vocab:
-            self.teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=getattr(torch, cfg.teacher.dtype))
+            dtype = resolve_dtype(cfg.teacher.dtype, self.student.device)
+            self.teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype)
             self.teacher = self.teacher.to(self.student.device).eval().requires_grad_(False)
         self.vocab = len(self.tok)
         self.share_prefix = cfg.train.share_prefix

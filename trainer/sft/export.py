@@ -15,7 +15,7 @@ from trainer.sft.config import SFTConfig
 
 
 def export_model(model: Any, tok: Any, cfg: SFTConfig, base_path: Path, out: Path) -> Path:
-    import torch
+    from trainer.policy import compute_dtype
 
     with atomic_dir(out) as tmp:
         if cfg.model.finetune == "full" or not cfg.output.merge_lora:
@@ -29,7 +29,7 @@ def export_model(model: Any, tok: Any, cfg: SFTConfig, base_path: Path, out: Pat
             adapter = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out.parent))
             try:
                 model.save_pretrained(adapter, safe_serialization=True)
-                base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=getattr(torch, cfg.model.dtype))
+                base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=compute_dtype(cfg.model))
                 merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
                 merged.save_pretrained(tmp, safe_serialization=True)
             finally:

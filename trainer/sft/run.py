@@ -118,8 +118,21 @@ def _model(cfg: SFTConfig, path: Path) -> Any:
     return model
 
 
+def _autocast_bf16(cfg: SFTConfig) -> bool:
+    """Whether TRL runs the passes under bf16 autocast: a full fine-tune keeps float32 masters (policy.py), so a
+    bf16 model.dtype (as compute_dtype resolves it) means autocast over them, as in GRPO (Policy.autocast). LoRA
+    computes in its base's stored dtype already, and autocast over its float32 adapter would differ from GRPO's."""
+    import torch
+
+    from trainer.policy import compute_dtype
+
+    return cfg.model.finetune == "full" and compute_dtype(cfg.model) == torch.bfloat16
+
+
 def _args(cfg: SFTConfig, run_dir: Path, has_eval: bool) -> Any:
     from trl import SFTConfig as TRLConfig
+
+    from trainer.policy import resolve_device
 
     schedule = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.optim.schedule]
     return TRLConfig(
@@ -132,8 +145,8 @@ def _args(cfg: SFTConfig, run_dir: Path, has_eval: bool) -> Any:
         eval_strategy="steps" if has_eval and cfg.eval.every else "no", eval_steps=cfg.eval.every or None,
         save_strategy="steps" if cfg.checkpoint.every else "no", save_steps=cfg.checkpoint.every or 500,
         save_total_limit=None, report_to=[], max_length=cfg.data.max_len, packing=False, seed=cfg.train.seed,
-        data_seed=cfg.train.seed, use_cpu=cfg.model.device == "cpu", dataloader_num_workers=0,
-        gradient_checkpointing=cfg.model.gradient_checkpointing, bf16=False, fp16=False,
+        data_seed=cfg.train.seed, use_cpu=resolve_device(cfg.model.device).type == "cpu", dataloader_num_workers=0,
+        gradient_checkpointing=cfg.model.gradient_checkpointing, bf16=_autocast_bf16(cfg), fp16=False,
         disable_tqdm=not sys.stderr.isatty() or cfg.logging.progress in ("plain", "off"),
         assistant_only_loss=False, completion_only_loss=False, dataloader_pin_memory=False,
     )  # fmt: skip
