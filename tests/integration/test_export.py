@@ -60,7 +60,8 @@ def test_tiny_with_adapter_to_gguf_f16_agrees_by_logits(tiny_model_dir: Path, ti
 @pytest.mark.timeout(1800)  # 135M through HF, transformers' GGUF reader and llama.cpp: >900 s when the cores are shared
 def test_smollm2_to_gguf_f16_both_readers_agree(base_model_dir: Path, tmp_path: Path) -> None:
     """Measured (benchmarks/export.py, 32 new tokens): both readers 99.94% top-1 and greedy identical on 48/50,
-    with the same two divergences (near-ties), so the file is read alike by both; f16 cannot hold every bf16
+    with the same two divergences (near-ties; on an AVX2-only CPU one of them flipped back in transformers'
+    reader), so the file is read alike by both; f16 cannot hold every bf16
     weight exactly (subnormals), so the f16 "identical on all" rule fails for SmolLM2 (bf16 is the exact type)."""
     from trainer.export.exporter import ExportOptions, run_export
 
@@ -71,8 +72,13 @@ def test_smollm2_to_gguf_f16_both_readers_agree(base_model_dir: Path, tmp_path: 
     for agr in report.agreements:
         assert agr.greedy_total == 50 and agr.greedy_same >= 48, (agr.reader, agr.divergences)
         assert agr.top1 >= 0.995, agr.reader
-    a, b = report.agreements
-    assert [d["got"] for d in a.divergences] == [d["got"] for d in b.divergences]
+    # Read alike: the reader with fewer divergences diverges only on probes where the other does too. A near-tie
+    # may flip in one reader and not the other with the CPU's float kernels (AVX2: transformers' reader 1, llama.cpp
+    # 2 divergences, the shared one identical; AVX512 machines: the same 2 in both).
+    fewer, more = sorted(report.agreements, key=lambda x: len(x.divergences))
+    assert {d["probe"] for d in fewer.divergences} <= {d["probe"] for d in more.divergences}, (fewer, more)
+    shared = {d["probe"]: d["got"] for d in more.divergences}
+    assert all(shared[d["probe"]] == d["got"] for d in fewer.divergences), (fewer, more)
     assert report.info["vocab"]["types"] == {"NORMAL": 49135, "CONTROL": 17}
 
 
