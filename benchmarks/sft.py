@@ -141,9 +141,7 @@ def _speed_round(a: argparse.Namespace, which: str, i: int) -> dict[str, float]:
 
 
 def bench_speed(a: argparse.Namespace) -> dict[str, object]:
-    import torch
-
-    from rlvr.hardware import bf16_is_native
+    from rlvr.hardware import bf16_is_native, machine_facts
 
     # Like for like is what rlvr's model.dtype = "auto" computes in here: bf16 autocast over float32 masters on a
     # CPU with bf16 kernels (TRL bf16=True), float32 elsewhere (TRL bf16=False). --sides adds the others.
@@ -164,9 +162,7 @@ def bench_speed(a: argparse.Namespace) -> dict[str, object]:
             "rounds": rounds, "median_tokens_per_s": med, "like_for_like": like,
             "rlvr_over_like_for_like": round(med["rlvr"] / med[like], 3),
             "ratios": {f"rlvr_over_{k}": round(med["rlvr"] / med[k], 3) for k in sides if k != "rlvr"},
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": native,
-            "cpus": os.cpu_count(), "load_avg_start": load0, "load_avg_end": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+            "load_avg_start": load0, "load_avg_end": os.getloadavg(), **machine_facts()}  # fmt: skip
 
 
 def main() -> None:

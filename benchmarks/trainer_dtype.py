@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -110,17 +109,14 @@ def main() -> None:
         med = statistics.median(times[p])
         spread = f"{min(times[p]):.2f}-{max(times[p]):.2f}"
         print(f"  {p:14s} {med:6.2f} s/step  ({med / base:.2f}x float32; range {spread})")
-    from rlvr.hardware import bf16_is_native
+    from rlvr.hardware import machine_facts
     from trainer.policy import compute_dtype
 
-    cpu = torch.device("cpu")
     out = {"batch": {"groups": len(groups), "tokens": tokens}, "threads": args.threads, "rounds": args.rounds,
            "seconds": times, "median_s": {p: round(statistics.median(times[p]), 2) for p in paths},
            "over_float32": {p: round(statistics.median(times[p]) / base, 2) for p in paths},
-           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": bf16_is_native(cpu),
            "auto_resolves_to": str(compute_dtype(setups["float32"][0].model.model_copy(update={"dtype": "auto"}))),
-           "cpus": os.cpu_count(), "torch": torch.__version__,
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+           **machine_facts()}  # fmt: skip
     path = REPO / "benchmarks" / "results" / "trainer_dtype.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path.relative_to(REPO)}")

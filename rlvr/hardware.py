@@ -34,3 +34,15 @@ def checkpoint_dtype(model_dir: Path) -> str | None:
         return None
     value = cfg.get("dtype") or cfg.get("torch_dtype")
     return str(value) if value else None
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a benchmark result records about the machine, so a figure from one CPU is not read as another's."""
+    import os
+    import time
+
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": bf16_is_native("cpu"),
+            "cpus": os.cpu_count(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
