@@ -30,10 +30,13 @@ from pipeline.manifest import (
     save_manifest,
 )
 from pipeline.stages import StageContext, StageResult, kind_of
+from trainer.service_pool import ServicePool
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".pipeline.lock"
 HEARTBEAT_S = 15.0
+SERVICES_DIR = "services"
+"""The shared services' logs, in the run dir."""
 
 
 class StageFailed(RuntimeError):
@@ -220,11 +223,16 @@ class PipelineRun:
                 self._entry(p)
             self._save()
             try:
-                for i, d in enumerate(decisions):
-                    if d.action in ("run", "resume"):
-                        log.info("stage %s (%s): %s", d.stage, self.prepared[i].spec.kind, d.reason)
-                        self.run_stage(i, d)
-                        self.render()
+                # One set of embedded services for the whole chain: stages of one model shape share an engine.
+                with ServicePool(self.run_dir / SERVICES_DIR) as pool:
+                    for i, d in enumerate(decisions):
+                        if d.action in ("run", "resume"):
+                            log.info("stage %s (%s): %s", d.stage, self.prepared[i].spec.kind, d.reason)
+                            self.run_stage(i, d)
+                            self.render()
+                    if pool.started or pool.swapped:
+                        log.info("services: %d rollout engine(s) started, %d reused with swapped weights",
+                                 pool.started, pool.swapped)  # fmt: skip
             except BaseException:
                 self.render()  # the failed or interrupted stage's state, for whoever looks next
                 raise

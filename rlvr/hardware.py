@@ -7,8 +7,6 @@ So "auto" dtypes (trainer model.dtype, rollout dtype) pick float32 there and bf1
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 
@@ -24,16 +22,6 @@ def bf16_is_native(device: Any) -> bool:
         check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
         return bool(check()) if check is not None else False
     return False
-
-
-def checkpoint_dtype(model_dir: Path) -> str | None:
-    """The dtype an HF model dir's config.json declares ("bfloat16", "float32", ...), None if it declares none."""
-    try:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    value = cfg.get("dtype") or cfg.get("torch_dtype")
-    return str(value) if value else None
 
 
 def machine_facts() -> dict[str, Any]:

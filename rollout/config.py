@@ -32,7 +32,7 @@ class RolloutConfig(StrictModel):
     max_model_len: int = Field(2048, ge=16)
     """Longest prompt + completion in tokens; longer prompts are rejected with INVALID_ARGUMENT."""
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
-    """Engine dtype; auto = the checkpoint's, except float32 for a bf16 checkpoint on a CPU without bf16 kernels
+    """Engine dtype; auto = vLLM's choice for the checkpoint, except float32 on a CPU without bf16 kernels
     (rlvr/hardware.py). Weight pushes must arrive in this dtype (GetInfo.dtype)."""
     enable_lora: bool = False
     """Allow LoRA adapters (LoadAdapter, Generate.adapter)."""

@@ -250,12 +250,14 @@ def _sampled_logprobs(logprobs: Any, token_ids: list[int]) -> list[float]:
 
 
 def engine_dtype(s: EngineSettings, cpu: bool) -> str:
-    """s.dtype, except that "auto" (the checkpoint's dtype) serves a bf16 checkpoint in float32 on a CPU without
-    bf16 kernels, where vLLM-CPU generates ~4x slower in bf16 (rlvr/hardware.py). GetInfo reports the result."""
-    from rlvr.hardware import bf16_is_native, checkpoint_dtype
+    """s.dtype, except that "auto" serves in float32 on a CPU without bf16 kernels (rlvr/hardware.py), where
+    vLLM-CPU generates ~4x slower in bf16. Not only bf16 checkpoints: vLLM-CPU's own "auto" turns a float32
+    checkpoint (what SFT and GRPO publish) into bf16 too (seen in a demo run: 2.9 generated tok/s and 70 s
+    weight pushes). GetInfo reports the result, so weight pushes follow it."""
+    from rlvr.hardware import bf16_is_native
 
-    if s.dtype == "auto" and cpu and checkpoint_dtype(Path(s.model)) == "bfloat16" and not bf16_is_native("cpu"):
-        log.info("dtype auto: serving the bf16 checkpoint in float32 (this CPU has no bf16 matmul kernels)")
+    if s.dtype == "auto" and cpu and not bf16_is_native("cpu"):
+        log.info("dtype auto: serving in float32 (this CPU has no bf16 matmul kernels)")
         return "float32"
     return s.dtype
 

@@ -3,7 +3,8 @@
 Embedded servers are started through this module (`python -m trainer.services MODULE ARGS...`), which asks
 the kernel to SIGTERM the server when the trainer dies (PR_SET_PDEATHSIG) and then execs it: servers run
 in their own process group (so stop() reaches vLLM's workers), hence a `kill -9` of the trainer would
-otherwise leave them running. Only the standard library and rlvr.procs are imported at module level."""
+otherwise leave them running. Inside a pipeline run they come from its trainer.service_pool instead. Only the
+standard library, rlvr.procs and trainer.service_pool are imported at module level."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlvr.procs import ServiceProcess
+from trainer.service_pool import active_pool
 
 if TYPE_CHECKING:
-    from trainer.config import GRPOConfig
+    from trainer.config import GradersSection, GRPOConfig
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -39,10 +41,10 @@ def rollout_args(cfg: GRPOConfig, model_dir: Path) -> list[str]:
     return args + list(r.extra_args)
 
 
-def grader_args(cfg: GRPOConfig, backend: str) -> list[str]:
+def grader_args(g: GradersSection, backend: str) -> list[str]:
     args = ["--port", "0", "--backend", backend, "--set", f"server.grace_s={GRACE_S}"]
-    if cfg.graders.config is not None:
-        args += ["--config", str(cfg.graders.config)]
+    if g.config is not None:
+        args += ["--config", str(g.config)]
     return args
 
 
@@ -66,6 +68,13 @@ class Services:
     def start(self) -> None:
         """Start the embedded servers. Returns once each has announced its port; the rollout engine keeps
         loading in the background (clients wait_ready() for it) while the trainer loads its model."""
+        pool = active_pool()
+        if pool is not None:  # a pipeline's stages share its services: lease, and leave them running on stop()
+            if self.grader_address is None:
+                self.grader_address = pool.grader_address(self.cfg.graders, self.cfg.used_graders())
+            if self.want_rollout and not self.rollout_addresses:
+                self.rollout_addresses = [pool.rollout_address(self.cfg, self.model_dir)]
+            return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.grader_address is None:
             self._start_graders()
@@ -79,7 +88,7 @@ class Services:
         without one (unless graders.sandbox says otherwise), is asked (ListGraders) which of the run's graders
         run programs, and is restarted with sandbox "auto" if any does."""
         g = self.cfg.graders
-        proc = self._spawn("graders.server", grader_args(self.cfg, g.sandbox or "none"), "graders", {})
+        proc = self._spawn("graders.server", grader_args(g, g.sandbox or "none"), "graders", {})
         self.grader_address = proc.start(timeout_s=g.start_timeout_s)
         if g.sandbox is not None:
             return
@@ -89,7 +98,7 @@ class Services:
                      ", ".join(sandboxed))  # fmt: skip
             proc.stop(timeout_s=20)
             self.procs.remove(proc)
-            proc = self._spawn("graders.server", grader_args(self.cfg, "auto"), "graders", {})
+            proc = self._spawn("graders.server", grader_args(g, "auto"), "graders", {})
             self.grader_address = proc.start(timeout_s=g.start_timeout_s)
 
     def _spawn(self, module: str, args: list[str], name: str, env: dict[str, str]) -> ServiceProcess:

@@ -1,6 +1,6 @@
 """A tiny-model pipeline end to end through `rlvr pipeline run` (real vLLM rollout and grader services): stage
 `warm` (GRPO from the tiny model) feeds stage `rl` (GRPO from @previous); stage `exam` evaluates both on one
-engine. The pipeline is killed with SIGKILL
+engine, which the stages share (trainer/service_pool.py). The pipeline is killed with SIGKILL
 in the middle of `rl`; a re-run without --resume refuses, `--resume` finishes `rl` from its checkpoint with the
 history before it kept and `warm`'s outputs untouched; the report opens cleanly in headless Chromium; a last
 run skips every stage."""
@@ -127,6 +127,10 @@ def test_pipeline_kill_9_resume_report_and_skip(tmp_path: Path, tiny_model_dir: 
 
     resumed = rlvr(str(cfg), "--resume", log=log)
     assert resumed.wait(500) == 0, log.read_text()[-4000:]
+    # One engine per pipeline process, shared by its stages: `rl` got warm's engine and `exam` the resumed rl's,
+    # each with the stage's weights swapped in instead of a restart.
+    said = log.read_text()
+    assert said.count("starting pooled rollout engine") == 2 and said.count("swapped in (no restart)") == 2, said
     manifest = {e["name"]: e for e in json.loads((run / "manifest.json").read_text())["stages"]}
     assert [manifest[n]["status"] for n in ("warm", "rl", "exam")] == ["done", "done", "done"]
     exam = manifest["exam"]["result"]["models"]

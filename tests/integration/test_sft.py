@@ -142,3 +142,9 @@ def test_kill_9_and_resume_continue_like_an_uninterrupted_run(tmp_path: Path, ti
     for step in range(1, 9):  # same data order and weights after the resume → the same losses
         assert got_loss[step] == pytest.approx(ref_loss[step], rel=1e-3, abs=1e-3), (step, got_loss, ref_loss)
     assert (run / "model" / "config.json").is_file()
+    # Killed after its last checkpoint (before or after the model was written): --resume trains no step 9.
+    again = subprocess.run(_cli(run, tiny_model_dir, arith_files, *common, "--resume"), env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0 and "is the last step" in again.stderr, again.stderr[-3000:]
+    assert [r["step"] for r in read_records(run / "metrics.jsonl") if r["kind"] == "train"] == list(range(1, 9))
+    assert not (run / "checkpoints" / "checkpoint-9").exists() and (run / "model" / "config.json").is_file()

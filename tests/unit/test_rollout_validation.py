@@ -140,7 +140,7 @@ def test_example_config_parses_and_flags_override(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_dtype_serves_bf16_checkpoints_in_float32_on_a_cpu_without_bf16_kernels(
+def test_auto_dtype_serves_in_float32_on_a_cpu_without_bf16_kernels(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
     import torch
@@ -152,7 +152,8 @@ def test_auto_dtype_serves_bf16_checkpoints_in_float32_on_a_cpu_without_bf16_ker
         (d / "config.json").write_text(f'{{"dtype": "{dtype}"}}')
     assert engine_dtype(EngineSettings(model=bf16), cpu=True) == ("auto" if native else "float32")
     assert engine_dtype(EngineSettings(model=bf16), cpu=False) == "auto"  # a GPU serves the checkpoint's dtype
-    assert engine_dtype(EngineSettings(model=f32), cpu=True) == "auto"
+    # vLLM-CPU's own "auto" serves a float32 checkpoint in bf16: on such a CPU it must be float32 explicitly.
+    assert engine_dtype(EngineSettings(model=f32), cpu=True) == ("auto" if native else "float32")
     assert engine_dtype(EngineSettings(model=bf16, dtype="bfloat16"), cpu=True) == "bfloat16"  # explicit: kept
 
 

@@ -38,6 +38,14 @@ class GenerationEval:
     def start(self) -> None:
         if self.address is not None:
             return
+        from trainer.service_pool import active_pool
+
+        pool = active_pool()
+        if pool is not None:  # a pipeline stage: the run's shared grader server
+            assert self.cfg.eval.scorer is not None
+            used = [self.cfg.eval.scorer.grader] + (["regex"] if self.cfg.eval.format_pattern else [])
+            self.address = pool.grader_address(self.cfg.graders, used)
+            return
         from rlvr.procs import ServiceProcess
         from trainer.services import GRACE_S
 
@@ -54,6 +62,7 @@ class GenerationEval:
 
     def __call__(self, model: Any, step: int) -> dict[str, float]:
         t0 = time.monotonic()
+        self.start()  # outside the event loop: a pooled start asks the grader service (ListGraders) itself
         metrics = asyncio.run(self._run(model, step))
         metrics["time/eval_s"] = time.monotonic() - t0
         return metrics
@@ -66,7 +75,6 @@ class GenerationEval:
         from trainer.rewards import RewardSpec
         from trainer.sft.generate import HFGenerator
 
-        self.start()
         e, g = self.cfg.eval, self.cfg.graders
         assert e.scorer is not None and self.address is not None
         fmt = [RewardSpec(grader="regex", name="format", fields={"pattern": e.format_pattern, "flags": "s"})

@@ -200,7 +200,10 @@ def run_sft(cfg: SFTConfig, resume: bool = False, skip_check: bool = False) -> S
                 trainer.evaluate()
             if gen_eval is not None:
                 record_generation_eval(gen_eval, trainer.model, 0, run_log)
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        if ckpt is not None and _finished(cfg, ckpt):
+            _restore(trainer, ckpt)
+        else:
+            trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         if eval_ds is not None:
             trainer.evaluate()
         if gen_eval is not None:
@@ -211,6 +214,21 @@ def run_sft(cfg: SFTConfig, resume: bool = False, skip_check: bool = False) -> S
         if gen_eval is not None:
             gen_eval.close()
     return _summary(run_dir, trainer.state.global_step, model_dir)
+
+
+def _finished(cfg: SFTConfig, ckpt: Path) -> bool:
+    """The checkpoint is the run's last step (killed after it, before the model was written). HF's loop checks
+    max_steps only after a step, so resuming from it would train one step more than asked (seen in a pipeline)."""
+    return cfg.train.steps is not None and int(ckpt.name.split("-")[1]) >= cfg.train.steps
+
+
+def _restore(trainer: Any, ckpt: Path) -> None:
+    """The finished run's weights and state from its last checkpoint, without a training step."""
+    from transformers import TrainerState
+
+    log.info("--resume: %s is the last step; writing the model from it without training", ckpt.name)
+    trainer._load_from_checkpoint(str(ckpt))
+    trainer.state = TrainerState.load_from_json(str(ckpt / "trainer_state.json"))
 
 
 def _summary(run_dir: Path, steps: int, model_dir: Path) -> SFTSummary:
