@@ -224,13 +224,14 @@ async def test_stream_consumer_can_stop_early(pair) -> None:
     running for nobody) and leaves the client usable."""
     fakes, servers = pair
     for f in fakes:
-        f.delay_s = 0.05  # 9 samples per replica would take 0.45 s
+        f.delay_s = 0.2  # 9 samples per replica would take 1.8 s, far longer than the close takes (0.05 s, i.e.
+        # 0.45 s, failed once in a full unit run; the failing assertion was not captured)
     async with RolloutClient([s.address for s in servers]) as client:
         stream = client.generate_stream(_prompts(6), SamplingConfig(n=3))
         first = await anext(stream)
         await stream.aclose()
         assert first.token_ids == [100 + first.prompt_index, first.sample_index]
-        for _ in range(100):  # the servers see the cancellation asynchronously
+        for _ in range(300):  # the servers see the cancellation asynchronously
             if sum(f.cancelled for f in fakes) == 2:
                 break
             await asyncio.sleep(0.01)
