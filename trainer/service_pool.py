@@ -39,8 +39,6 @@ def active_pool() -> ServicePool | None:
 @dataclass
 class _Engine:
     proc: ServiceProcess
-    model_dir: Path
-    leases: int = 0
 
 
 class ServicePool:
@@ -61,7 +59,8 @@ class ServicePool:
         (its weights swapped), else a new one."""
         from trainer.services import rollout_args
 
-        key = engine_pool_key(model_dir, rollout_args(cfg, model_dir))
+        args = rollout_args(cfg, model_dir)
+        key = engine_pool_key(model_dir, args)
         engine = self.engines.get(key)
         if engine is not None and not engine.proc.alive():
             log.warning("pooled rollout engine %s exited (code %s): starting a new one", engine.proc.address,
@@ -69,30 +68,27 @@ class ServicePool:
             del self.engines[key]
             engine = None
         if engine is None:
-            return self._start_engine(cfg, model_dir, key)
+            return self._start_engine(cfg, model_dir, args, key)
         self.engines.move_to_end(key)
         assert engine.proc.address is not None
         _serve_as_version_0(engine.proc.address, model_dir, cfg)
         log.info("rollout engine %s reused: weights of %s swapped in (no restart)", engine.proc.address, model_dir)
-        engine.model_dir, engine.leases = model_dir, engine.leases + 1
         self.swapped += 1
         return engine.proc.address
 
-    def _start_engine(self, cfg: GRPOConfig, model_dir: Path, key: str) -> str:
-        from trainer.services import rollout_args
-
+    def _start_engine(self, cfg: GRPOConfig, model_dir: Path, args: list[str], key: str) -> str:
         while len(self.engines) >= self.max_engines:
             _, old = self.engines.popitem(last=False)
             log.info("stopping the least recently used rollout engine %s", old.proc.address)
             old.proc.stop(timeout_s=20)
         self.started += 1
         env = {"VLLM_CPU_KVCACHE_SPACE": f"{cfg.rollout.kv_cache_gib:g}"}
-        proc = ServiceProcess("trainer.services", ["rollout.server", *rollout_args(cfg, model_dir)], "rollout",
+        proc = ServiceProcess("trainer.services", ["rollout.server", *args], "rollout",
                               env=env, log_path=self.log_dir / f"rollout-{self.started}.log")  # fmt: skip
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting pooled rollout engine for %s (log: %s)", model_dir, proc.log_path)
         address = proc.start(timeout_s=cfg.rollout.start_timeout_s)
-        self.engines[key] = _Engine(proc, model_dir, leases=1)
+        self.engines[key] = _Engine(proc)
         return address
 
     # ------------------------------------------------------------------ graders
