@@ -47,14 +47,12 @@ class GenerationEval:
             self.address = pool.grader_address(self.cfg.graders, used)
             return
         from rlvr.procs import ServiceProcess
-        from trainer.services import GRACE_S
+        from trainer.services import grader_args
 
         g = self.cfg.graders
         sandbox = g.sandbox or ("auto" if self.cfg.eval.scorer and self.cfg.eval.scorer.grader == "python_tests"
                                 else "none")  # fmt: skip
-        args = ["graders.server", "--port", "0", "--backend", sandbox, "--set", f"server.grace_s={GRACE_S}"]
-        if g.config is not None:
-            args += ["--config", str(g.config)]
+        args = ["graders.server", *grader_args(g, sandbox)]
         (self.run_dir / "logs").mkdir(exist_ok=True)
         self._proc = ServiceProcess("trainer.services", args, "graders", log_path=self.run_dir / "logs" / "graders.log")
         log.info("starting embedded grader server (log: %s)", self._proc.log_path)
