@@ -57,6 +57,11 @@ class RolloutConfig(StrictModel):
     """Engine seed (requests without their own seed are sampled from it)."""
     max_num_seqs: int = Field(256, ge=1)
     """Most sequences the engine batches at once."""
+    block_size: int | None = Field(None, ge=1)
+    """KV cache block size in tokens. Unset: 32 on CPU, vLLM's default elsewhere. Prefix caching reuses whole
+    blocks only, and vLLM-CPU's own default (128) is longer than a short chat prompt, so a GRPO group's samples
+    each recomputed their whole prompt; with 32 (the smallest vLLM-CPU accepts) they share its first 32 tokens
+    (benchmarks/results/rollout_block_size.json)."""
     max_samples_per_request: int = Field(4096, ge=1)
     """Largest prompts x n one Generate call may ask for."""
     transfer_timeout_s: float = Field(600.0, gt=0)

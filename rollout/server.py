@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", dest="eager", action="store_const", const=False, help="torch.compile the model")
     a("--seed", type=int, help="engine seed")
     a("--max-num-seqs", type=int, help="most sequences batched at once")
+    a("--block-size", type=int, help="KV cache block size in tokens (default: 32 on CPU, vLLM's elsewhere)")
     a("--transfer-timeout-s", type=float, help="hard limit per weight/adapter push")
     a("--spill-dir", type=Path, help="where pushed weights are assembled")
     a("--local-weights", action=argparse.BooleanOptionalAction, default=None,
@@ -107,6 +108,7 @@ def engine_settings(cfg: RolloutConfig, lora_mode: str = "native") -> Any:
         threads=cfg.threads,
         cpu_bind=cfg.cpu_bind,
         max_num_seqs=cfg.max_num_seqs,
+        block_size=cfg.block_size,
     )
 
 

@@ -255,6 +255,10 @@ async def test_bad_pushes_are_rejected_and_the_old_weights_keep_serving(server, 
 
 async def test_weight_update_changes_outputs_version_and_logprobs(client: RolloutClient, hf) -> None:
     before = await greedy(client)
+    # A prompt of several KV blocks, generated once before the push so its blocks sit in the prefix cache:
+    # reusing them after the push would mix old-weight keys/values into the new weights' logprobs.
+    long_prompt = PROMPT * 16
+    await client.generate([long_prompt], SamplingConfig(temperature=0, max_tokens=2))
     new = copy.deepcopy(hf)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -265,6 +269,8 @@ async def test_weight_update_changes_outputs_version_and_logprobs(client: Rollou
     assert after[0].policy_version == 1 and await greedy(client) != before
     # lm_head is tied to embed_tokens: a stale lm_head would show up here as a large difference
     assert max_diff(after[0].logprobs, hf_logprobs(new, PROMPT, after[0].token_ids)) < LOGPROB_TOL
+    again = await client.generate([long_prompt], SamplingConfig(max_tokens=8, temperature=1.0))
+    assert max_diff(again[0].logprobs, hf_logprobs(new, long_prompt, again[0].token_ids)) < LOGPROB_TOL
     hf.load_state_dict(new.state_dict())  # later tests compare against the served weights
 
 

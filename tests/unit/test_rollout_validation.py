@@ -13,7 +13,7 @@ from rlvr.paths import REPO_ROOT
 from rlvr.v1 import rollout_pb2 as pb
 from rollout.adapters import adapter_spec, check_adapter_name, parse_adapter_config
 from rollout.config import RolloutConfig
-from rollout.engine import EngineSettings, apply_cpu_env, engine_dtype
+from rollout.engine import EngineSettings, apply_cpu_env, engine_dtype, kv_block_size
 from rollout.server import load
 from rollout.validation import RequestError, prompt_token_ids, sampling_from_proto
 from rollout.weights import TensorSpec, WeightsError
@@ -155,6 +155,19 @@ def test_auto_dtype_serves_in_float32_on_a_cpu_without_bf16_kernels(
     # vLLM-CPU's own "auto" serves a float32 checkpoint in bf16: on such a CPU it must be float32 explicitly.
     assert engine_dtype(EngineSettings(model=f32), cpu=True) == ("auto" if native else "float32")
     assert engine_dtype(EngineSettings(model=bf16, dtype="bfloat16"), cpu=True) == "bfloat16"  # explicit: kept
+
+
+def test_kv_block_size_lets_short_prompts_share_cached_blocks_on_cpu(tmp_path: Path) -> None:
+    from rollout.server import engine_settings, load
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    unset = engine_settings(load(["--model", str(model)]))
+    assert kv_block_size(unset, cpu=True) == 32  # vLLM-CPU's own 128 never caches a short prompt
+    assert kv_block_size(unset, cpu=False) is None  # elsewhere vLLM's default
+    chosen = engine_settings(load(["--model", str(model), "--block-size", "64"]))
+    assert kv_block_size(chosen, cpu=True) == kv_block_size(chosen, cpu=False) == 64
 
 
 def test_cpu_env_mapping() -> None:
