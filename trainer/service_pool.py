@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,18 +35,13 @@ def active_pool() -> ServicePool | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-@dataclass
-class _Engine:
-    proc: ServiceProcess
-
-
 class ServicePool:
     """Rollout engines keyed by (model shape, server arguments) and grader servers keyed by their arguments."""
 
     def __init__(self, log_dir: Path, max_engines: int = 2) -> None:
         self.log_dir = log_dir
         self.max_engines = max_engines
-        self.engines: OrderedDict[str, _Engine] = OrderedDict()
+        self.engines: OrderedDict[str, ServiceProcess] = OrderedDict()
         self.graders: dict[tuple[str, ...], ServiceProcess] = {}
         self.started = 0
         self.swapped = 0
@@ -62,25 +56,25 @@ class ServicePool:
         args = rollout_args(cfg, model_dir)
         key = engine_pool_key(model_dir, args)
         engine = self.engines.get(key)
-        if engine is not None and not engine.proc.alive():
-            log.warning("pooled rollout engine %s exited (code %s): starting a new one", engine.proc.address,
-                        engine.proc.proc.returncode if engine.proc.proc else None)  # fmt: skip
+        if engine is not None and not engine.alive():
+            log.warning("pooled rollout engine %s exited (code %s): starting a new one", engine.address,
+                        engine.proc.returncode if engine.proc else None)  # fmt: skip
             del self.engines[key]
             engine = None
         if engine is None:
             return self._start_engine(cfg, model_dir, args, key)
         self.engines.move_to_end(key)
-        assert engine.proc.address is not None
-        _serve_as_version_0(engine.proc.address, model_dir, cfg)
-        log.info("rollout engine %s reused: weights of %s swapped in (no restart)", engine.proc.address, model_dir)
+        assert engine.address is not None
+        _serve_as_version_0(engine.address, model_dir, cfg)
+        log.info("rollout engine %s reused: weights of %s swapped in (no restart)", engine.address, model_dir)
         self.swapped += 1
-        return engine.proc.address
+        return engine.address
 
     def _start_engine(self, cfg: GRPOConfig, model_dir: Path, args: list[str], key: str) -> str:
         while len(self.engines) >= self.max_engines:
             _, old = self.engines.popitem(last=False)
-            log.info("stopping the least recently used rollout engine %s", old.proc.address)
-            old.proc.stop(timeout_s=20)
+            log.info("stopping the least recently used rollout engine %s", old.address)
+            old.stop(timeout_s=20)
         self.started += 1
         env = {"VLLM_CPU_KVCACHE_SPACE": f"{cfg.rollout.kv_cache_gib:g}"}
         proc = ServiceProcess("trainer.services", ["rollout.server", *args], "rollout",
@@ -88,7 +82,7 @@ class ServicePool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting pooled rollout engine for %s (log: %s)", model_dir, proc.log_path)
         address = proc.start(timeout_s=cfg.rollout.start_timeout_s)
-        self.engines[key] = _Engine(proc)
+        self.engines[key] = proc
         return address
 
     # ------------------------------------------------------------------ graders
@@ -133,7 +127,7 @@ class ServicePool:
 
     def close(self) -> None:
         for engine in self.engines.values():
-            engine.proc.stop(timeout_s=20)
+            engine.stop(timeout_s=20)
         for proc in self.graders.values():
             proc.stop(timeout_s=20)
         self.engines.clear()

@@ -6,7 +6,7 @@ the sum), by at least 10 points and significantly (z >= 3) on 400 held-out probl
 Why these bounds: a 10-step run is noisy, and more so in float32 (what dtype "auto" picks on an AVX2-only CPU)
 than with bf16 compute. Measured gains: bf16 +33 to +34.5 (3 seeds, 200 problems,
 benchmarks/results/demo_grpo_addition.json); float32 +17 and +28 (200 problems), +13.5 (z 3.0, 200 problems: a
-CI run that failed the old 15-point bound), +45 (400 problems). The async run is not bit-reproducible, so each
+CI run that failed the old 15-point bound), +45 and +37 (400 problems). The async run is not bit-reproducible, so each
 run draws again. Grading 400 problems instead of 200 halves the exam's variance: at 21% -> 31% z is 3.2 on 400
 problems, 2.3 on 200. The training reward (the math grader) never grades this exam, and the answers themselves
 are read: correct ones must state the sum, not restate the question."""

@@ -158,7 +158,7 @@ def test_auto_dtype_serves_in_float32_on_a_cpu_without_bf16_kernels(
 
 
 def test_kv_block_size_lets_short_prompts_share_cached_blocks_on_cpu(tmp_path: Path) -> None:
-    from rollout.server import engine_settings, load
+    from rollout.server import engine_settings
 
     model = tmp_path / "m"
     model.mkdir()

@@ -98,7 +98,7 @@ def test_a_dead_engine_is_replaced(pushed: list[Any], tmp_path: Path) -> None:
     m = model(tmp_path, "m")
     with ServicePool(tmp_path / "logs") as pool:
         a = pool.rollout_address(GRPOConfig(), m)
-        next(iter(pool.engines.values())).proc.running = False
+        next(iter(pool.engines.values())).running = False
         assert pool.rollout_address(GRPOConfig(), m) != a and pushed == []
 
 
