@@ -5,8 +5,8 @@
 Runs `rlvr demo --grpo-only --seed S` (embedded services, examples/grpo_addition.toml's recipe) once
 per seed as a subprocess, then reads each run's metrics.jsonl and eval_samples.jsonl: base and final
 accuracy on the 200 held-out problems (the same problems for every seed), training and wall time, and the
-first held-out answers before and after, so the numbers can be checked against what the model wrote. The
-README's demo claim quotes the file this writes."""
+first held-out answers before and after, so the numbers can be checked against what the model wrote; a plot
+of held-out accuracy and training reward per step beside the JSON. The README's demo claim quotes these files."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def run_seed(seed: int, run_dir: Path) -> dict[str, Any]:
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"seed {seed}: rlvr demo failed:\n{proc.stderr[-3000:]}")
-    evals = [r for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
+    records = read_records(run_dir / "metrics.jsonl")
+    evals = [r for r in records if r["kind"] == "eval"]
     rows = read_records(run_dir / EVAL_FILE)
     first, last = evals[0], evals[-1]
     return {
@@ -50,12 +51,36 @@ def run_seed(seed: int, run_dir: Path) -> dict[str, Any]:
         "gain_points": round(100 * (last["eval/accuracy"] - first["eval/accuracy"]), 1),
         "accuracy_by_step": {r["step"]: r["eval/accuracy"] for r in evals},
         "reward_mean_by_step": {r["step"]: r.get("eval/rewards/reward_mean") for r in evals},
+        "train_reward_by_step": {r["step"]: r.get("reward_mean") for r in records if r["kind"] == "train"},
         "steps": last["step"],
         "training_s": last["training_s"],
         "wall_s": round(wall, 1),
         "examples_before": _examples([r for r in rows if r["step"] == first["step"]]),
         "examples_after": _examples([r for r in rows if r["step"] == last["step"]]),
     }
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, r in enumerate(results):
+        color = f"C{i}"
+        acc = r["accuracy_by_step"]
+        ax.plot(list(acc), [100 * v for v in acc.values()], "o-", color=color,
+                label=f"seed {r['seed']}: held-out accuracy (greedy, strict scorer)")  # fmt: skip
+        rew = r["train_reward_by_step"]
+        ax.plot(list(rew), [100 * v for v in rew.values()], ":", color=color, alpha=0.7,
+                label=f"seed {r['seed']}: training reward (sampled, T = 1)")  # fmt: skip
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("%")
+    ax.set_title(f"rlvr demo --grpo-only: 2-digit addition, {results[0]['held_out']} held-out problems", fontsize=10)
+    ax.legend(fontsize=6.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -65,6 +90,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-demo")
     ap.add_argument("--note", default="", help="e.g. whether other work loaded the machine")
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]
     results = []
     for seed in args.seeds:
         res = run_seed(seed, args.runs / f"seed{seed}")
@@ -76,6 +102,7 @@ def main() -> None:
                      "on 200 held-out problems, greedy",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "note": args.note,
+        "load_average_1m": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "runs": results,
         "summary": {
@@ -86,7 +113,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {args.out}")
+    plot(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png').name}")
 
 
 if __name__ == "__main__":
