@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit integration lint proto bench clean-sandbox
+.PHONY: setup demo test unit integration gpu-test lint proto bench clean-sandbox
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,9 @@ unit: setup
 
 integration: setup
 	$(PY) -m pytest -m "integration or slow" $(PYTEST_ARGS)
+
+gpu-test: setup  # on a machine with a CUDA device (tests/gpu; skipped elsewhere)
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -13,7 +13,11 @@ The results file records the CPU's torch capability and whether oneDNN has bf16 
 has none: torch then runs a reference bf16 gemm), and what model.dtype = "auto" resolves to there.
 
 Run: .venv/bin/python benchmarks/trainer_dtype.py [--rounds 3 --threads 1 --paths bf16-autocast,float32]
-Results: benchmarks/results/trainer_dtype.json"""
+Results: benchmarks/results/trainer_dtype.json
+
+On a GPU: --device cuda (results: trainer_dtype_cuda.json, with the GPU's name). --random-init DIR replaces
+the weights by a random init of the same config (DIR holds SmolLM2's config.json and tokenizer files), for a
+machine without the model: a step's time does not depend on the weights' values."""
 
 from __future__ import annotations
 
@@ -55,7 +59,23 @@ def demo_groups(tokenizer: Any, prompts: int = 8, group_size: int = 8, max_token
     return groups
 
 
-def make(path: str) -> tuple[Any, Any, Any, Any]:
+def random_model(spec: Path, out: Path) -> Path:
+    """A model dir with the config and tokenizer of `spec` and random weights (seed 0)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(spec))
+    model.save_pretrained(out)
+    for f in spec.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
+            shutil.copy(f, out / f.name)
+    return out
+
+
+def make(path: str, model: str, device: str) -> tuple[Any, Any, Any, Any]:
     import torch
 
     from trainer.config import load_grpo_config
@@ -63,7 +83,8 @@ def make(path: str) -> tuple[Any, Any, Any, Any]:
     from trainer.policy import Policy
 
     dtype = "float32" if path == "float32" else "bfloat16"
-    cfg = load_grpo_config(REPO / "examples" / "grpo_addition.toml", [f"model.dtype='{dtype}'"])
+    cfg = load_grpo_config(REPO / "examples" / "grpo_addition.toml",
+                           [f"model.dtype='{dtype}'", f"model.path='{model}'", f"model.device='{device}'"])  # fmt: skip
     policy = Policy(cfg.model)
     if path == "pure-bf16":
         policy.model.to(torch.bfloat16)
@@ -76,6 +97,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--random-init", type=Path, default=None, help="config + tokenizer dir; random weights")
     args = ap.parse_args()
     paths = [p for p in args.paths.split(",") if p]
     unknown = set(paths) - set(PATHS)
@@ -88,18 +111,31 @@ def main() -> None:
     from trainer.grpo import policy_update
 
     torch.set_num_threads(args.threads)
-    groups = demo_groups(AutoTokenizer.from_pretrained(prepare_base_model()))
+    if args.random_init is not None:
+        import tempfile
+
+        model = str(random_model(args.random_init, Path(tempfile.mkdtemp(prefix="rlvr-random-"))))
+    else:
+        model = str(prepare_base_model())
+    groups = demo_groups(AutoTokenizer.from_pretrained(model))
     tokens = sum(len(g.samples[0].sample.prompt_token_ids) + sum(len(s.sample.token_ids) for s in g.samples)
                  for g in groups)  # fmt: skip
-    setups = {p: make(p) for p in paths}
+    setups = {p: make(p, model, args.device) for p in paths}
     for cfg, policy, opt, sched in setups.values():  # warm-up (allocator, autocast kernels)
         policy_update(policy, opt, sched, groups[:1], cfg)
     times: dict[str, list[float]] = {p: [] for p in paths}
+
+    def sync() -> None:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
     for r in range(args.rounds):
         for p in paths if r % 2 == 0 else paths[::-1]:  # alternate the order between rounds
             cfg, policy, opt, sched = setups[p]
+            sync()
             t0 = time.perf_counter()
             policy_update(policy, opt, sched, groups, cfg)
+            sync()
             times[p].append(time.perf_counter() - t0)
             print(f"round {r + 1}: {p:14s} {times[p][-1]:6.2f} s", flush=True)
     base = statistics.median(times["float32"])
@@ -116,8 +152,11 @@ def main() -> None:
            "seconds": times, "median_s": {p: round(statistics.median(times[p]), 2) for p in paths},
            "over_float32": {p: round(statistics.median(times[p]) / base, 2) for p in paths},
            "auto_resolves_to": str(compute_dtype(setups["float32"][0].model.model_copy(update={"dtype": "auto"}))),
-           **machine_facts()}  # fmt: skip
-    path = REPO / "benchmarks" / "results" / "trainer_dtype.json"
+           "device": args.device, "random_init": args.random_init is not None, **machine_facts()}  # fmt: skip
+    if args.device == "cuda":
+        out["gpu"] = torch.cuda.get_device_name()
+    name = "trainer_dtype.json" if args.device == "cpu" else f"trainer_dtype_{args.device}.json"
+    path = REPO / "benchmarks" / "results" / name
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path.relative_to(REPO)}")
 

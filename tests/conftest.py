@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests under tests/unit are marked `unit`, under tests/integration `integration`."""
+"""Shared fixtures. Tests under tests/unit are marked `unit`, under tests/integration `integration`, under
+tests/gpu `gpu` (a CUDA device: `make gpu-test`; `make test` does not select them)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.unit)
         elif TESTS / "integration" in path.parents:
             item.add_marker(pytest.mark.integration)
+        elif TESTS / "gpu" in path.parents:
+            item.add_marker(pytest.mark.gpu)
 
 
 @pytest.fixture(scope="session")

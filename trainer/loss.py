@@ -135,7 +135,7 @@ def _aggregate(
         denom = per_token_loss.size(0) * cfg.max_completion_length
         return (per_token_loss * mask).sum() / denom / num_micro_batches
     # dapo: the normaliser already spans every micro-batch of the generation batch.
-    total = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
+    total = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, device=mask.device)
     return (per_token_loss * mask).sum() / total.to(per_token_loss.dtype).clamp(min=1.0)
 
 
@@ -156,11 +156,15 @@ def compute_loss(
     `num_items_in_batch` (dapo) is the completion-token count of the whole generation batch this micro-batch
     belongs to (defaults to this micro-batch's); `num_micro_batches` divides the other aggregations so that
     gradients accumulated over micro-batches average them."""
-    mask = mask.to(logps.dtype)
-    adv = advantages.to(logps.dtype)
+    # The group's advantages and the engine's log-probs are built on the CPU; the policy may run on a GPU.
+    dev = logps.device
+    mask = mask.to(dev, logps.dtype)
+    adv = advantages.to(dev, logps.dtype)
     if adv.dim() == 1:
         adv = adv.unsqueeze(1)
-    old_logps = old_logps.detach()
+    old_logps = old_logps.detach().to(dev)
+    sampling_logps = None if sampling_logps is None else sampling_logps.to(dev)
+    ref_logps = None if ref_logps is None else ref_logps.to(dev)
     coef_1 = torch.exp(logps - old_logps)
     coef_2 = torch.clamp(coef_1, 1 - cfg.epsilon_low, 1 + cfg.epsilon_high)
     per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)

@@ -259,8 +259,8 @@ class DistillTrainer:
         cols = _columns(b.loss_mask)
         with self.student.autocast():
             s_logits = self._logits(self.student.model, b, cols)
-        mask = b.loss_mask[:, cols]
-        targets = b.input_ids[:, cols.start + 1 : cols.stop + 1]
+        mask = b.loss_mask[:, cols].to(s_logits.device)
+        targets = b.input_ids[:, cols.start + 1 : cols.stop + 1].to(s_logits.device)
         out = {"student_ce": float((_token_ce(s_logits, targets) * mask).sum())}
         if self.teacher is not None:
             t_logits = self._logits(self.teacher, b, cols)
