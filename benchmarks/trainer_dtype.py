@@ -75,7 +75,7 @@ def random_model(spec: Path, out: Path) -> Path:
     return out
 
 
-def make(path: str, model: str, device: str) -> tuple[Any, Any, Any, Any]:
+def make(path: str, model: str, device: str, groups_per_pass: int = 1) -> tuple[Any, Any, Any, Any]:
     import torch
 
     from trainer.config import load_grpo_config
@@ -84,7 +84,8 @@ def make(path: str, model: str, device: str) -> tuple[Any, Any, Any, Any]:
 
     dtype = "float32" if path == "float32" else "bfloat16"
     cfg = load_grpo_config(REPO / "examples" / "grpo_addition.toml",
-                           [f"model.dtype='{dtype}'", f"model.path='{model}'", f"model.device='{device}'"])  # fmt: skip
+                           [f"model.dtype='{dtype}'", f"model.path='{model}'", f"model.device='{device}'",
+                            f"model.groups_per_pass={groups_per_pass}"])  # fmt: skip
     policy = Policy(cfg.model)
     if path == "pure-bf16":
         policy.model.to(torch.bfloat16)
@@ -99,11 +100,16 @@ def main() -> None:
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--random-init", type=Path, default=None, help="config + tokenizer dir; random weights")
+    ap.add_argument("--groups-per-pass", default="1", help="comma-separated model.groups_per_pass values (1 first)")
     args = ap.parse_args()
-    paths = [p for p in args.paths.split(",") if p]
-    unknown = set(paths) - set(PATHS)
-    if unknown or "float32" not in paths:
-        ap.error(f"--paths: unknown {sorted(unknown)}; float32 (the baseline) must be included")
+    per_pass = [int(k) for k in args.groups_per_pass.split(",")]
+    dtypes = [p for p in args.paths.split(",") if p]
+    unknown = set(dtypes) - set(PATHS)
+    label = {(p, k): p if k == 1 else f"{p} x{k} groups/pass" for k in per_pass for p in dtypes}
+    paths = list(label.values())
+    if unknown or "float32" not in dtypes or per_pass[0] != 1:
+        ap.error(f"--paths: unknown {sorted(unknown)}; float32 (the baseline) must be included, and --groups-per-pass "
+                 "must start with 1")
     import torch
     from transformers import AutoTokenizer
 
@@ -120,9 +126,9 @@ def main() -> None:
     groups = demo_groups(AutoTokenizer.from_pretrained(model))
     tokens = sum(len(g.samples[0].sample.prompt_token_ids) + sum(len(s.sample.token_ids) for s in g.samples)
                  for g in groups)  # fmt: skip
-    setups = {p: make(p, model, args.device) for p in paths}
-    for cfg, policy, opt, sched in setups.values():  # warm-up (allocator, autocast kernels)
-        policy_update(policy, opt, sched, groups[:1], cfg)
+    setups = {name: make(p, model, args.device, k) for (p, k), name in label.items()}
+    for cfg, policy, opt, sched in setups.values():  # warm-up (allocator, autocast kernels, a batched pass)
+        policy_update(policy, opt, sched, groups[:2], cfg)
     times: dict[str, list[float]] = {p: [] for p in paths}
 
     def sync() -> None:
@@ -152,7 +158,8 @@ def main() -> None:
            "seconds": times, "median_s": {p: round(statistics.median(times[p]), 2) for p in paths},
            "over_float32": {p: round(statistics.median(times[p]) / base, 2) for p in paths},
            "auto_resolves_to": str(compute_dtype(setups["float32"][0].model.model_copy(update={"dtype": "auto"}))),
-           "device": args.device, "random_init": args.random_init is not None, **machine_facts()}  # fmt: skip
+           "device": args.device, "random_init": args.random_init is not None, "groups_per_pass": per_pass,
+           **machine_facts()}  # fmt: skip
     if args.device == "cuda":
         out["gpu"] = torch.cuda.get_device_name()
     name = "trainer_dtype.json" if args.device == "cpu" else f"trainer_dtype_{args.device}.json"

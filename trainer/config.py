@@ -57,6 +57,12 @@ class ModelSection(StrictModel):
     shared_prefix: bool = True
     """Run each group's common prompt through the model once and its G completions on top of that cache
     (exact: gradients flow through the shared prompt), instead of G copies of prompt + completion."""
+    groups_per_pass: int | None = Field(default=None, ge=1)
+    """Groups per forward/backward pass of a policy update (None: 1 on a CPU, 8 on a GPU). 1: one pass per
+    group, with shared_prefix (the fastest on a CPU). k > 1: k groups' prompt + completion rows as one padded
+    batch (no prefix sharing), k times fewer kernel launches. On a GPU one group's pass is launch-bound: on an
+    H200 the demo's update took 2.03 s one group per pass, 0.12 s eight (benchmarks/results/
+    trainer_dtype_cuda.json). Same gradients either way (tests/unit/test_trainer_policy.py)."""
     threads: int | None = Field(default=None, ge=1)
     """torch threads of the trainer (None: torch's default). Set it when sharing cores with the rollout."""
 

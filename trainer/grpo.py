@@ -152,27 +152,38 @@ def policy_update(
         stats["train/skipped_update"] = 1.0
         stats["train/lr"] = float(scheduler.get_last_lr()[0])
         return stats
+    per_pass = policy.groups_per_pass
+    passes = [active[i : i + per_pass] for i in range(0, len(active), per_pass)]
     old: list[torch.Tensor | None] = [None] * len(active)
     if cfg.train.num_iterations > 1:
         with torch.no_grad():
-            old = [policy.group_logps(b.prompt, b.completions, temp)[0] for b in active]
-    refs = [policy.reference_logps(b.prompt, b.completions, temp) if lc.beta > 0 else None for b in active]
+            old = [lp for chunk in passes for lp, _ in _logps(policy, chunk, temp)]
+    refs: list[torch.Tensor | None] = [None] * len(active)
+    if lc.beta > 0:
+        with torch.no_grad(), policy.reference() as ref:
+            refs = [lp for chunk in passes for lp, _ in _logps(policy, chunk, temp, ref)]
     acc: dict[str, float] = {}
     for _ in range(cfg.train.num_iterations):
         optimizer.zero_grad(set_to_none=True)
-        for b, old_lp, ref_lp in zip(active, old, refs, strict=True):
+        done = 0
+        for chunk in passes:
             if stop is not None and stop.is_set():
                 optimizer.zero_grad(set_to_none=True)
                 raise UpdateAborted
-            logps, mask = policy.group_logps(b.prompt, b.completions, temp)
-            out = compute_loss(
-                logps, logps.detach() if old_lp is None else old_lp, b.advantages, mask, lc,
-                ref_logps=ref_lp, sampling_logps=b.sampling_logps[:, : logps.shape[1]],
-                num_items_in_batch=num_items, num_micro_batches=num_micro_batches,
-            )  # fmt: skip
-            out.loss.backward()
-            _merge(acc, out.stats, float(mask.sum()))
-            stats["train/tokens"] += len(b.prompt) + b.tokens
+            loss = torch.zeros(())
+            for b, (logps, mask), old_lp, ref_lp in zip(chunk, _logps(policy, chunk, temp),
+                                                        old[done : done + len(chunk)], refs[done : done + len(chunk)],
+                                                        strict=True):  # fmt: skip
+                out = compute_loss(
+                    logps, logps.detach() if old_lp is None else old_lp, b.advantages, mask, lc,
+                    ref_logps=ref_lp, sampling_logps=b.sampling_logps[:, : logps.shape[1]],
+                    num_items_in_batch=num_items, num_micro_batches=num_micro_batches,
+                )  # fmt: skip
+                loss = loss.to(out.loss.device) + out.loss
+                _merge(acc, out.stats, float(mask.sum()))
+                stats["train/tokens"] += len(b.prompt) + b.tokens
+            loss.backward()
+            done += len(chunk)
         params = policy.parameters()
         if cfg.optim.max_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
@@ -185,6 +196,17 @@ def policy_update(
     stats.update(_averaged(acc))
     stats["train/lr"] = float(scheduler.get_last_lr()[0])
     return stats
+
+
+LogpsAndMask = tuple[torch.Tensor, torch.Tensor]
+
+
+def _logps(policy: Policy, chunk: list[GroupTensors], temp: float, model: Any = None) -> list[LogpsAndMask]:
+    """(log-probs, mask) of each group of one pass: a group alone with its shared prompt, or several in one
+    padded batch (model.groups_per_pass)."""
+    if len(chunk) == 1:
+        return [policy.group_logps(chunk[0].prompt, chunk[0].completions, temp, model=model)]
+    return policy.batch_logps([(b.prompt, b.completions) for b in chunk], temp, model=model)
 
 
 def make_optimizer(policy: Policy, cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, Any]:

@@ -136,6 +136,10 @@ def add_lora(model: Any, cfg: ModelSection) -> Any:
     return get_peft_model(model, lora)
 
 
+GPU_GROUPS_PER_PASS = 8
+"""model.groups_per_pass's default on a GPU: the demo's whole step (8 groups) in one pass."""
+
+
 class Policy:
     """The model being trained plus what the loop needs from it."""
 
@@ -165,6 +169,13 @@ class Policy:
     @property
     def is_lora(self) -> bool:
         return self.cfg.finetune in ("lora", "qlora")
+
+    @property
+    def groups_per_pass(self) -> int:
+        """model.groups_per_pass, or its device default (see trainer/config.py)."""
+        if self.cfg.groups_per_pass is not None:
+            return self.cfg.groups_per_pass
+        return GPU_GROUPS_PER_PASS if self.device.type == "cuda" else 1
 
     @property
     def shared_prefix(self) -> bool:
@@ -211,6 +222,40 @@ class Policy:
         token_logits = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
         logps = token_logits - torch.logsumexp(logits, dim=-1)
         return logps, mask.to(logps.device)
+
+    def batch_logps(
+        self, groups: list[tuple[list[int], list[list[int]]]], temperature: float = 1.0, model: Any = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """group_logps of several groups (prompt, completions) in one forward pass: every prompt + completion
+        is a row of one right-padded batch (pads come after a row's real tokens, so causal attention never lets
+        a real token see them). Returns each group's (log-probs [G, T], mask [G, T]) as group_logps does."""
+        model = model if model is not None else self.model
+        rows = [(p, c) for p, cs in groups for c in cs]
+        width = max(len(p) + len(c) for p, c in rows)
+        first = min(len(p) for p, _ in rows) - 1  # the first logit column any completion token needs
+        t = max(max((len(c) for _, c in rows), default=1), 1)
+        ids = torch.zeros(len(rows), width + t, dtype=torch.long)  # + t: every row's window fits
+        cols = torch.zeros(len(rows), t, dtype=torch.long)
+        targets = torch.zeros(len(rows), t, dtype=torch.long)
+        for i, (p, c) in enumerate(rows):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+            cols[i] = torch.arange(t) + len(p) - 1 - first
+            targets[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        ids = ids.to(self.device)
+        keep = torch.arange(first, first + int(cols.max()) + 1, device=self.device)
+        with self.autocast():
+            logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
+        cols, targets = cols.to(self.device), targets.to(self.device)
+        logits = logits.gather(1, cols[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
+        logps = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+        out, row = [], 0
+        for _, cs in groups:
+            lengths = torch.tensor([len(c) for c in cs])
+            width_g = max(int(lengths.max()), 1)
+            mask = (torch.arange(width_g)[None, :] < lengths[:, None]).float().to(self.device)
+            out.append((logps[row : row + len(cs), :width_g], mask))
+            row += len(cs)
+        return out
 
     def _logits_plain(self, model: Any, prompt: list[int], ids: torch.Tensor) -> torch.Tensor:
         g, t = ids.shape

@@ -48,17 +48,18 @@ def _moved_fraction(before: list[torch.Tensor], after: list[torch.Tensor], min_a
     return moved / total
 
 
-def _cfg(tiny: Path, device: str, dtype: str, lr: float = 1e-3) -> GRPOConfig:
-    model = {"path": str(tiny), "dtype": dtype, "finetune": "full", "device": device}
+def _cfg(tiny: Path, device: str, dtype: str, lr: float = 1e-3, per_pass: int = 1) -> GRPOConfig:
+    model = {"path": str(tiny), "dtype": dtype, "finetune": "full", "device": device, "groups_per_pass": per_pass}
     return GRPOConfig.model_validate({"model": model, "optim": {"lr": lr}})
 
 
 Update = tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]
 
 
-def _update(tiny: Path, device: str, dtype: str, lr: float = 1e-3, pure_bf16: bool = False) -> Update:
+def _update(tiny: Path, device: str, dtype: str, lr: float = 1e-3, pure_bf16: bool = False, per_pass: int = 1
+            ) -> Update:  # fmt: skip
     """(stats, weights before, weights after) of one policy update; pure_bf16: bf16 weights and AdamW state."""
-    cfg = _cfg(tiny, device, dtype, lr)
+    cfg = _cfg(tiny, device, dtype, lr, per_pass)
     torch.manual_seed(0)
     p = Policy(cfg.model, beta=cfg.loss.beta)
     if pure_bf16:
@@ -73,6 +74,7 @@ def _update(tiny: Path, device: str, dtype: str, lr: float = 1e-3, pure_bf16: bo
 def test_auto_device_is_cuda_with_bf16_compute_over_float32_masters(tiny_model_dir: Path) -> None:
     p = Policy(_cfg(tiny_model_dir, "auto", "auto").model)
     assert p.device.type == "cuda"
+    assert p.groups_per_pass == 8  # a GPU's default: one group's pass is launch-bound
     assert {q.device.type for q in p.parameters()} == {"cuda"}
     assert {q.dtype for q in p.parameters()} == {torch.float32}
     with p.autocast():
@@ -80,11 +82,13 @@ def test_auto_device_is_cuda_with_bf16_compute_over_float32_masters(tiny_model_d
     assert out.dtype == torch.bfloat16
 
 
-def test_grpo_update_on_cuda_equals_the_cpu_update(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("per_pass", [1, 3])
+def test_grpo_update_on_cuda_equals_the_cpu_update(tiny_model_dir: Path, per_pass: int) -> None:
     """float32 on both devices (TF32 off, torch's default for matmuls): the loss, the gradient norm and AdamW's
-    first step (~lr x sign of the gradient) agree; only weights whose gradient is ~0 may step differently."""
+    first step (~lr x sign of the gradient) agree; only weights whose gradient is ~0 may step differently. The
+    GPU side also with all groups in one pass (model.groups_per_pass = 3), against the CPU's one per pass."""
     assert not torch.backends.cuda.matmul.allow_tf32
-    gpu, gpu_before, gpu_after = _update(tiny_model_dir, "cuda", "float32")
+    gpu, gpu_before, gpu_after = _update(tiny_model_dir, "cuda", "float32", per_pass=per_pass)
     cpu, cpu_before, cpu_after = _update(tiny_model_dir, "cpu", "float32")
     assert all(torch.equal(a, b) for a, b in zip(gpu_before, cpu_before, strict=True))  # same initial weights
     for key in ("loss/policy_loss", "loss/grad_norm", "loss/mismatch_kl", "train/active_groups"):
