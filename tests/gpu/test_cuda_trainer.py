@@ -48,7 +48,7 @@ def _moved_fraction(before: list[torch.Tensor], after: list[torch.Tensor], min_a
     return moved / total
 
 
-def _cfg(tiny: Path, device: str, dtype: str, lr: float = 1e-3, per_pass: int = 1) -> GRPOConfig:
+def _cfg(tiny: Path, device: str, dtype: str, lr: float = 1e-3, per_pass: int | None = None) -> GRPOConfig:
     model = {"path": str(tiny), "dtype": dtype, "finetune": "full", "device": device, "groups_per_pass": per_pass}
     return GRPOConfig.model_validate({"model": model, "optim": {"lr": lr}})
 

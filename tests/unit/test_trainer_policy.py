@@ -312,3 +312,13 @@ def test_groups_per_pass_gives_the_same_update(tiny_model_dir: Path, overrides: 
     # Weights: within a tenth of one step (lr) of each other; AdamW amplifies float noise on ~0 gradients.
     close = sum(int(torch.isclose(a, b, atol=1e-4, rtol=0).sum()) for a, b in zip(w_one, w_two, strict=True))
     assert close / sum(a.numel() for a in w_one) > 0.999
+
+
+def test_groups_per_pass_defaults_by_device(tiny_model_dir: Path) -> None:
+    """None: 1 on a CPU (prefix sharing), 8 on a GPU (one group's pass is launch-bound there); a value wins."""
+    p = Policy(ModelSection(path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    assert p.groups_per_pass == 1
+    p.device = torch.device("cuda")  # only the default's rule is under test: nothing runs on it
+    assert p.groups_per_pass == 8
+    p.cfg = p.cfg.model_copy(update={"groups_per_pass": 3})
+    assert p.groups_per_pass == 3
