@@ -126,7 +126,8 @@ def policy_update(
     stop: threading.Event | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """The optimizer update(s) of one step; returns loss statistics. Runs in a worker thread, which cannot be
-    interrupted, so it checks `stop` between groups (Ctrl-C then ends a run within one group's pass)."""
+    interrupted, so it checks `stop` between passes (Ctrl-C then ends a run within one pass: a group, or
+    model.groups_per_pass groups in one padded batch)."""
     lc = cfg.loss
     temp = cfg.sampling.temperature
     batches = [group_tensors(g, lc.scale_rewards) for g in groups]
