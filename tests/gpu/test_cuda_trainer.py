@@ -14,38 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rollout.types import Sample
+from tests.groups import make_group, moved_fraction
 from trainer.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import GRPOConfig
-from trainer.data import Task
 from trainer.grpo import make_optimizer, policy_update
-from trainer.pipeline import Group, ScoredSample
 from trainer.policy import Policy
-from trainer.rewards import RewardOutcome
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-PROMPT = list(range(5, 25))
-COMPLETIONS = [list(range(100 + i, 104 + 2 * i)) for i in range(4)]
 GROUPS = [("a", [1, 0, 0, 1]), ("b", [0, 0, 0, 0]), ("c", [0.5, 0, 1, 0])]
-
-
-def make_group(task_id: str, rewards: list[float]) -> Group:
-    samples = []
-    for i, r in enumerate(rewards):
-        c = COMPLETIONS[i % len(COMPLETIONS)]
-        s = Sample(task_id, 0, i, PROMPT, c, "x", [-1.0] * len(c), "stop", 0)
-        samples.append(ScoredSample(s, RewardOutcome(reward=r, per_grader={"math": r}, statuses={"math": "passed"})))
-    return Group(Task(task_id, [{"role": "user", "content": "q"}]), len(rewards), samples)
-
-
-def _moved_fraction(before: list[torch.Tensor], after: list[torch.Tensor], min_abs: float) -> float:
-    """Fraction of weights with |w| > min_abs that an update changed."""
-    moved = total = 0
-    for b, a in zip(before, after, strict=True):
-        big = b.abs() > min_abs
-        moved += int((a != b)[big].sum())
-        total += int(big.sum())
-    return moved / total
 
 
 def _cfg(tiny: Path, device: str, dtype: str, lr: float = 1e-3, per_pass: int | None = None) -> GRPOConfig:
@@ -103,10 +79,10 @@ def test_grpo_update_on_cuda_equals_the_cpu_update(tiny_model_dir: Path, per_pas
 def test_bf16_autocast_on_cuda_keeps_updates_below_half_a_bf16_ulp(tiny_model_dir: Path) -> None:
     """lr 1e-5: AdamW's first step moves each weight by ~1e-5, under half a bf16 ulp for |w| > 0.008."""
     _, before, after = _update(tiny_model_dir, "cuda", "bfloat16", lr=1e-5, pure_bf16=True)
-    assert _moved_fraction(before, after, 0.008) < 0.001  # bf16 weights round those updates away
+    assert moved_fraction(before, after, 0.008) < 0.001  # bf16 weights round those updates away
     stats, before, after = _update(tiny_model_dir, "cuda", "bfloat16", lr=1e-5)
     assert stats["loss/grad_norm"] > 0
-    assert _moved_fraction(before, after, 0.008) > 0.5  # float32 masters keep them
+    assert moved_fraction(before, after, 0.008) > 0.5  # float32 masters keep them
 
 
 def test_checkpoint_written_on_cuda_resumes_on_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:

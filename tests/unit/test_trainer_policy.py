@@ -9,16 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rollout.types import Sample
+from tests.groups import COMPLETIONS, PROMPT, make_group, moved_fraction
 from trainer.config import GRPOConfig, ModelSection
-from trainer.data import Task
 from trainer.grpo import make_optimizer, policy_update
-from trainer.pipeline import Group, ScoredSample
 from trainer.policy import Policy, PolicyError, check_qlora_supported
-from trainer.rewards import RewardOutcome
-
-PROMPT = list(range(5, 25))
-COMPLETIONS = [list(range(100 + i, 104 + 2 * i)) for i in range(4)]
 
 
 def policy(tiny: Path, finetune: str, beta: float = 0.0) -> Policy:
@@ -134,15 +128,6 @@ def test_policy_keeps_the_tokenizer_for_checkpoints(tiny_model_dir: Path, tmp_pa
         Policy(ModelSection(path=str(weights_only), dtype="float32"))
 
 
-def make_group(task_id: str, rewards: list[float]) -> Group:
-    samples = []
-    for i, r in enumerate(rewards):
-        c = COMPLETIONS[i % len(COMPLETIONS)]
-        s = Sample(task_id, 0, i, PROMPT, c, "x", [-1.0] * len(c), "stop", 0)
-        samples.append(ScoredSample(s, RewardOutcome(reward=r, per_grader={"math": r}, statuses={"math": "passed"})))
-    return Group(Task(task_id, [{"role": "user", "content": "q"}]), len(rewards), samples)
-
-
 @pytest.mark.parametrize("overrides", [{}, {"train": {"num_iterations": 2}}, {"loss": {"beta": 0.05}},
                                        {"model": {"gradient_checkpointing": True}}])  # fmt: skip
 def test_policy_update_moves_weights(tiny_model_dir: Path, overrides: dict) -> None:
@@ -208,16 +193,6 @@ def test_skipped_updates_still_advance_the_schedule(tiny_model_dir: Path) -> Non
     assert lrs == pytest.approx([0.75, 0.5, 0.25, 0.0])  # the run's 4 steps end the schedule, skipped or not
 
 
-def _moved_fraction(before: list[torch.Tensor], after: list[torch.Tensor], min_abs: float) -> float:
-    """Fraction of weights with |w| > min_abs that an update changed."""
-    moved = total = 0
-    for b, a in zip(before, after, strict=True):
-        big = b.float().abs() > min_abs
-        moved += int((a.float() != b.float())[big].sum())
-        total += int(big.sum())
-    return moved / total
-
-
 def test_full_finetune_keeps_float32_masters_and_small_updates(tiny_model_dir: Path) -> None:
     """lr 1e-5 moves each weight by ~1e-5 on AdamW's first step: less than half a bf16 ulp for |w| > 0.008.
     Pure-bf16 AdamW rounds all of those updates away; float32 masters (bf16 compute) keep them."""
@@ -231,7 +206,7 @@ def test_full_finetune_keeps_float32_masters_and_small_updates(tiny_model_dir: P
     opt, sched = make_optimizer(pure, cfg)
     before = [q.detach().clone() for q in pure.parameters()]
     policy_update(pure, opt, sched, groups, cfg)
-    assert _moved_fraction(before, [q.detach() for q in pure.parameters()], 0.008) < 0.001
+    assert moved_fraction(before, [q.detach() for q in pure.parameters()], 0.008) < 0.001
 
     torch.manual_seed(0)
     p = Policy(cfg.model)
@@ -241,7 +216,7 @@ def test_full_finetune_keeps_float32_masters_and_small_updates(tiny_model_dir: P
     stats = policy_update(p, opt, sched, groups, cfg)
     assert stats["loss/grad_norm"] > 0
     assert {s["exp_avg"].dtype for s in opt.state.values()} == {torch.float32}
-    assert _moved_fraction(before, [q.detach() for q in p.parameters()], 0.008) > 0.5
+    assert moved_fraction(before, [q.detach() for q in p.parameters()], 0.008) > 0.5
     # The compute really is bf16 (autocast) ...
     with p.autocast():
         assert p.model.model.layers[0].mlp.down_proj(torch.ones(1, p.model.config.intermediate_size)).dtype == (
