@@ -171,7 +171,7 @@ def policy_update(
             if stop is not None and stop.is_set():
                 optimizer.zero_grad(set_to_none=True)
                 raise UpdateAborted
-            loss = torch.zeros(())
+            losses = []
             for b, (logps, mask), old_lp, ref_lp in zip(chunk, _logps(policy, chunk, temp),
                                                         old[done : done + len(chunk)], refs[done : done + len(chunk)],
                                                         strict=True):  # fmt: skip
@@ -180,10 +180,10 @@ def policy_update(
                     ref_logps=ref_lp, sampling_logps=b.sampling_logps[:, : logps.shape[1]],
                     num_items_in_batch=num_items, num_micro_batches=num_micro_batches,
                 )  # fmt: skip
-                loss = loss.to(out.loss.device) + out.loss
+                losses.append(out.loss)
                 _merge(acc, out.stats, float(mask.sum()))
                 stats["train/tokens"] += len(b.prompt) + b.tokens
-            loss.backward()
+            torch.stack(losses).sum().backward()
             done += len(chunk)
         params = policy.parameters()
         if cfg.optim.max_grad_norm is not None:

@@ -136,6 +136,12 @@ def add_lora(model: Any, cfg: ModelSection) -> Any:
     return get_peft_model(model, lora)
 
 
+def _token_logps(logits: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / temperature) at the token ids [B, T], in float32."""
+    logits = logits.float() / temperature
+    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
 GPU_GROUPS_PER_PASS = 8
 """model.groups_per_pass's default on a GPU: the demo's whole step (8 groups) in one pass."""
 
@@ -217,10 +223,8 @@ class Policy:
                 logits = self._logits_shared(model, prompt, ids)
             else:
                 logits = self._logits_plain(model, prompt, ids)
-        logits = logits.float() / temperature
         # Right padding needs no attention mask: causal attention never lets a real token see the pads.
-        token_logits = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        logps = token_logits - torch.logsumexp(logits, dim=-1)
+        logps = _token_logps(logits, ids, temperature)
         return logps, mask.to(logps.device)
 
     def batch_logps(
@@ -234,20 +238,21 @@ class Policy:
         width = max(len(p) + len(c) for p, c in rows)
         first = min(len(p) for p, _ in rows) - 1  # the first logit column any completion token needs
         t = max(max((len(c) for _, c in rows), default=1), 1)
-        ids = torch.zeros(len(rows), width + t, dtype=torch.long)  # + t: every row's window fits
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
         cols = torch.zeros(len(rows), t, dtype=torch.long)
         targets = torch.zeros(len(rows), t, dtype=torch.long)
         for i, (p, c) in enumerate(rows):
             ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
-            cols[i] = torch.arange(t) + len(p) - 1 - first
+            # A row's columns past its completion are masked out: clamped into the batch rather than padded for.
+            cols[i] = (torch.arange(t) + len(p) - 1).clamp(max=width - 1) - first
             targets[i, : len(c)] = torch.tensor(c, dtype=torch.long)
         ids = ids.to(self.device)
-        keep = torch.arange(first, first + int(cols.max()) + 1, device=self.device)
+        keep = torch.arange(first, width, device=self.device)
         with self.autocast():
             logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
-        cols, targets = cols.to(self.device), targets.to(self.device)
-        logits = logits.gather(1, cols[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
-        logps = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+        cols = cols.to(self.device)
+        logits = logits.gather(1, cols[..., None].expand(-1, -1, logits.shape[-1]))
+        logps = _token_logps(logits, targets.to(self.device), temperature)
         out, row = [], 0
         for _, cs in groups:
             lengths = torch.tensor([len(c) for c in cs])
