@@ -45,6 +45,53 @@ def _examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"prompt": r["prompt"], "answer": r["completion"], "verdict": r["verdict"]} for r in rows[:EXAMPLES]]
 
 
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """What a finished `rlvr train distill` run dir says: the teacher's and the student's held-out accuracy on the
+    same problems, the student's per evaluation (by step, training seconds and seconds since the run began), its
+    divergence from the teacher, and the first held-out answers of each, to check the numbers against."""
+    evals = [r for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
+    teacher = json.loads((run_dir / "teacher_eval.json").read_text())
+    rows = read_records(run_dir / EVAL_FILE)
+    first, last = evals[0], evals[-1]
+    config = json.loads((run_dir / "config.json").read_text())
+    t_acc = teacher["teacher/accuracy"]
+    end = [r for r in rows if r["step"] == last["step"]]
+    return {
+        "task": "2-digit addition (held-out, greedy, scorer last_integer)",
+        "mode": config["mode"],
+        "completions": config["completions"],
+        "held_out": int(last["eval/samples"]),
+        "teacher_accuracy": t_acc,
+        "student_accuracy_start": first["eval/accuracy"],
+        "student_accuracy_end": last["eval/accuracy"],
+        "fraction_of_teacher": last["eval/accuracy"] / t_acc if t_acc else None,
+        "accuracy_by_step": {r["step"]: r["eval/accuracy"] for r in evals},
+        "points": [[r["step"], r["training_s"], r["eval/accuracy"]] for r in evals],  # step, training s, accuracy
+        "elapsed_s_by_step": {r["step"]: r["elapsed_s"] for r in evals},  # since the run began, evaluations included
+        "forward_kl_by_step": {r["step"]: r.get("eval/forward_kl") for r in evals},
+        "steps": last["step"],
+        "training_s": last["training_s"],
+        "teacher_examples": teacher.get("examples", ""),
+        "student_examples_start": _examples([r for r in rows if r["step"] == first["step"]]),
+        "student_examples_end": _examples(end),
+        **_agreement(end, run_dir / "teacher_eval_samples.jsonl"),
+    }
+
+
+def _agreement(student: list[dict[str, Any]], teacher_file: Path) -> dict[str, Any]:
+    """How often the final student wrote exactly the teacher's held-out answer: all of them, and on the problems
+    the teacher got wrong (copied mistakes)."""
+    if not teacher_file.is_file():
+        return {}
+    teacher = {r["prompt"]: r for r in read_records(teacher_file)}
+    pairs = [(r, teacher[r["prompt"]]) for r in student if r["prompt"] in teacher]
+    wrong = [(s, t) for s, t in pairs if t["verdict"] != "passed"]
+    return {"same_answer_as_teacher": sum(s["completion"] == t["completion"] for s, t in pairs),
+            "teacher_wrong": len(wrong),
+            "teacher_mistakes_copied": sum(s["completion"] == t["completion"] for s, t in wrong),
+            "compared": len(pairs)}  # fmt: skip
+
+
 def shrink_student(teacher: Path, layers: int, out: Path, select: str, config: Path) -> dict[str, Any]:
     """`rlvr models shrink` afresh (a student left by an older layer selection must not be measured); greedy
     selection runs on the first PROBE_ROWS training tasks of the run's own config, as the pipeline's stage does.
@@ -101,33 +148,15 @@ def main() -> None:
     stop.set()
     if proc.returncode != 0:
         raise SystemExit(f"rlvr train distill failed:\n{proc.stderr[-3000:]}")
-    evals = [r for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
-    teacher = json.loads((run_dir / "teacher_eval.json").read_text())
-    rows = read_records(run_dir / EVAL_FILE)
-    first, last = evals[0], evals[-1]
-    config = json.loads((run_dir / "config.json").read_text())
     result = {
-        "task": "2-digit addition (held-out, greedy, scorer last_integer)",
         "config": str(args.config.resolve().relative_to(REPO)),
-        "mode": config["mode"],
-        "completions": config["completions"],
         "teacher": str(args.teacher),
         "teacher_params": shrink["teacher_params"],
         "student_params": shrink["student_params"],
         "kept_layers": shrink["kept_layers"],
         "layer_select": shrink["select"],
         "layer_select_s": shrink["select_s"],
-        "held_out": int(last["eval/samples"]),
-        "teacher_accuracy": teacher["teacher/accuracy"],
-        "student_accuracy_start": first["eval/accuracy"],
-        "student_accuracy_end": last["eval/accuracy"],
-        "fraction_of_teacher": (last["eval/accuracy"] / teacher["teacher/accuracy"]) if teacher["teacher/accuracy"]
-        else None,
-        "accuracy_by_step": {r["step"]: r["eval/accuracy"] for r in evals},
-        "points": [[r["step"], r["training_s"], r["eval/accuracy"]] for r in evals],  # step, training s, accuracy
-        "forward_kl_by_step": {r["step"]: r.get("eval/forward_kl") for r in evals},
-        "steps": last["step"],
-        "training_s": last["training_s"],
+        **summarize(run_dir),
         "wall_s": round(wall, 1),
         "overrides": overrides,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -136,11 +165,8 @@ def main() -> None:
                     "load_avg_after": list(os.getloadavg())},
         "caveat": "wall and training times depend on the machine's load (load averages above; 2 cores: a load "
                   "above 2 means other jobs shared them); accuracies are of this run's length",
-        "teacher_examples": teacher.get("examples", ""),
-        "student_examples_start": _examples([r for r in rows if r["step"] == first["step"]]),
-        "student_examples_end": _examples([r for r in rows if r["step"] == last["step"]]),
     }
-    out = args.out or REPO / "benchmarks" / "results" / f"distill_addition_{config['mode']}.json"
+    out = args.out or REPO / "benchmarks" / "results" / f"distill_addition_{result['mode']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("teacher_accuracy", "student_accuracy_start", "student_accuracy_end",

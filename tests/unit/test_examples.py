@@ -1,4 +1,5 @@
-"""Every examples/*.toml parses with the config class it is for, and the files it names exist."""
+"""Every examples/*.toml parses with the config class it is for, and the files it names exist; so does every
+benchmark pipeline (benchmarks/*.toml)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def config_class(path: Path) -> type:
 
 def all_examples() -> list[Path]:
     return sorted(EXAMPLES.glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLES.parent / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
+def test_benchmark_pipeline_parses(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import load_pipeline
+
+    monkeypatch.chdir(EXAMPLES.parent)
+    load_pipeline(path)
 
 
 def test_examples_exist() -> None:
