@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from distill_addition import summarize  # noqa: E402
+from distill_plot import plot  # noqa: E402
 
 
 def _sample_loads(stop: threading.Event, out: list[tuple[float, float]]) -> None:
@@ -80,41 +81,10 @@ def stage_result(run_dir: Path, entry: dict[str, Any], teacher_hash: str, loads:
         "started_at": entry.get("started_at"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     **_loads_between(loads, _epoch(entry.get("started_at")), _epoch(entry.get("ended_at")))},
-        "caveat": "wall times depend on the machine's load (2 cores: a load above 2 means other jobs shared them); "
-                  "one seed; accuracies are of this run's length",
+        "caveat": "one seed; wall times depend on the machine's load, and the load average counts the run's own "
+                  "trainer and rollout-engine processes (2 cores: ~2.5 with nothing else running); accuracies are "
+                  "of this run's length",
     }  # fmt: skip
-
-
-def _label(r: dict[str, Any]) -> str:
-    if r["mode"] == "sequence" and r["completions"] == "dataset":
-        return "control: SFT on the dataset's answers"
-    return f"{r['mode']} ({r['completions']} completions)" if r["mode"] != "on_policy" else "on_policy"
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    teacher = rows[0]["teacher_accuracy"]
-    ax.axhline(teacher, color="black", lw=1, label=f"teacher {teacher:.1%}")
-    ax.axhline(0.9 * teacher, color="black", lw=1, ls="--", label="90% of the teacher")
-    for r in rows:
-        pts = sorted((r["elapsed_s_by_step"][k] / 60, v) for k, v in r["accuracy_by_step"].items())
-        ax.plot([m for m, _ in pts], [v for _, v in pts], marker="o",
-                label=f"{_label(r)}: {r['wall_s'] / 60:.1f} min stage wall")  # fmt: skip
-    ax.axvline(30, color="grey", lw=1, ls=":")
-    top = max(v for r in rows for v in r["accuracy_by_step"].values())
-    ax.set(xlabel="minutes of the training loop (evaluations in; start-up, teacher samples out; 2 cores)",
-           ylabel="held-out accuracy (strict scorer)", ylim=(0, max(1.05 * teacher, top) + 0.05),
-           title=f"11-layer students of one teacher, {rows[0]['held_out']} held-out problems")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_results(run_dir: Path, pipeline: Path, prefix: str, loads: list[tuple[float, float]],
@@ -152,7 +122,7 @@ def write_results(run_dir: Path, pipeline: Path, prefix: str, loads: list[tuple[
         "unfinished_stages": [s["name"] for s in manifest["stages"] if s.get("status") != "done"],
     }  # fmt: skip
     (out_dir / f"{prefix}_modes.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot(rows, out_dir / f"{prefix}_modes.png")
+    plot(rows, out_dir / f"{prefix}_modes.png", by="minutes")
     return rows
 
 
