@@ -3,7 +3,8 @@ benchmarks/distill_addition.py, its training minutes in the legend; the teacher'
 horizontal lines). Steps on the x axis by default: the runs compared see the same batches of 16 problems per step,
 and step is what every results file records; benchmarks/distill_modes.py plots its rows against minutes.
 
-    .venv/bin/python benchmarks/distill_plot.py OUT.png RESULT.json [RESULT.json ...]"""
+    .venv/bin/python benchmarks/distill_plot.py OUT.png RESULT.json [RESULT.json ...] [--minutes]
+    (distill_addition_modes.png: --minutes with the on_policy, sequence, logits and control files)"""
 
 from __future__ import annotations
 
@@ -59,5 +60,7 @@ def plot(results: list[dict[str, Any]], path: Path, by: str = "step") -> None:
 
 
 if __name__ == "__main__":
-    out, *srcs = sys.argv[1:]
-    plot([json.loads(Path(s).read_text()) for s in srcs], Path(out))
+    args = sys.argv[1:]
+    by = "minutes" if "--minutes" in args else "step"
+    out, *srcs = [a for a in args if a != "--minutes"]
+    plot([json.loads(Path(s).read_text()) for s in srcs], Path(out), by)
