@@ -57,7 +57,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     t_acc = teacher["teacher/accuracy"]
     end = [r for r in rows if r["step"] == last["step"]]
     return {
-        "task": "2-digit addition (held-out, greedy, scorer last_integer)",
+        "task": f"{_task_name(config['data'])} (held-out, greedy, scorer {config['eval']['scorer']['grader']})",
         "mode": config["mode"],
         "completions": config["completions"],
         "held_out": int(last["eval/samples"]),
@@ -76,6 +76,15 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "student_examples_end": _examples(end),
         **_agreement(end, run_dir / "teacher_eval_samples.jsonl"),
     }
+
+
+def _task_name(data: dict[str, Any]) -> str:
+    """The task a run's data section describes, as the results files name it."""
+    if data["source"] == "addition":
+        return "2-digit addition"
+    if data["source"] == "reasoning_gym":
+        return f"reasoning-gym {data['name']} {json.dumps(data.get('rg_config') or {}, sort_keys=True)}"
+    return f"{data['source']} {data.get('path') or data.get('name') or ''}".strip()
 
 
 def _agreement(student: list[dict[str, Any]], teacher_file: Path) -> dict[str, Any]:

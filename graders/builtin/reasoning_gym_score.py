@@ -3,11 +3,13 @@
 Fields: `dataset` (the reasoning-gym dataset name, e.g. "basic_arithmetic") and `entry` (the dataset entry
 as JSON: question, answer, metadata; what `score_answer(answer, entry)` reads). The answer handed to
 `score_answer` is, in this order: the content of the last `<answer>...</answer>` (reasoning-gym's own
-format), else of the last `\\boxed{}`, else the rest of the last "Answer:" line, else the last non-empty line
-of the completion. A
-partial score (some datasets give 0.01-0.99 for near answers) is `failed` with reward 0: this grader is a
-strict scorer for held-out evaluation. score_answer runs in a killable worker; the first call of a worker
-imports reasoning-gym, hence the longer deadline."""
+format), else of the last `\\boxed{}`, else the rest of the last "Answer:" line, else the completion itself when
+it is one non-empty line (a bare answer). A completion of several lines without any of those markers has no
+answer: taking its last line credited degenerate repetition ("8\\n2\\n0\\n1\\n1\\n1...", cut by the token limit,
+"answers" 1), 6 of 200 held-out completions of a collapsed on-policy student (benchmarks/results/
+distill_arith_on_policy.json, scored before this rule). A partial score (some datasets give 0.01-0.99 for near
+answers) is `failed` with reward 0: this grader is a strict scorer for held-out evaluation. score_answer runs in a
+killable worker; the first call of a worker imports reasoning-gym, hence the longer deadline."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ _ENTRY = {"question": "Calculate 5 - 3 - 6.", "answer": "-4",
 
 
 def extract(completion: str) -> str | None:
-    """The answer text the completion gives (see the module docstring), or None when it is empty."""
+    """The answer text the completion gives (see the module docstring), or None when it gives none."""
     tags = _TAG.findall(completion)
     if tags:
         return str(tags[-1]).strip() or None
@@ -40,7 +42,7 @@ def extract(completion: str) -> str | None:
     if lines:
         return lines[-1]
     rest = [ln.strip() for ln in completion.splitlines() if ln.strip()]
-    return rest[-1] if rest else None
+    return rest[0] if len(rest) == 1 else None
 
 
 @grader("reasoning_gym", gold=[
@@ -55,7 +57,8 @@ async def reasoning_gym_score(
         return Outcome.invalid("field 'entry' must be the reasoning-gym entry (it has no 'answer')")
     answer = extract(completion)
     if answer is None:
-        return Outcome.failed("empty completion")
+        return Outcome.failed("no answer: an empty completion, or several lines without an 'Answer:' line, "
+                              "<answer> tag or \\boxed{}")
     timeout = max(DEADLINE_S, ctx.limits.math_timeout_s)
     try:
         value = await ctx.pool.call("reasoning_gym", {"dataset": dataset, "answer": answer, "entry": entry}, timeout)
