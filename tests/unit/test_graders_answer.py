@@ -121,9 +121,9 @@ def test_reasoning_gym_answer_extraction() -> None:
     assert rg_extract("think\n<answer> 12 </answer>\nAnswer: 13") == "12"
     assert rg_extract("work\n**Answer:** 13\nbye") == "13"
     assert rg_extract("so \\boxed{14}.\nAnswer: 13") == "14"
-    assert rg_extract("  42\n") == "42"                      # a bare answer
-    assert rg_extract("work\n\n42\n") is None                # several lines, no answer marker: no answer
-    assert rg_extract("8\n2\n0\n1\n1\n1\n1\n1") is None         # degenerate repetition cut by the token limit
+    assert rg_extract("  42\n") == "42"  # a bare answer
+    assert rg_extract("work\n\n42\n") is None  # several lines, no answer marker: no answer
+    assert rg_extract("8\n2\n0\n1\n1\n1\n1\n1") is None  # degenerate repetition cut by the token limit
     assert rg_extract("  \n") is None
 
 
