@@ -72,10 +72,19 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "steps": last["step"],
         "training_s": last["training_s"],
         "teacher_examples": teacher.get("examples", ""),
+        **_teacher_samples(run_dir),
         "student_examples_start": _examples([r for r in rows if r["step"] == first["step"]]),
         "student_examples_end": _examples(end),
         **_agreement(end, run_dir / "teacher_eval_samples.jsonl"),
     }
+
+
+def _teacher_samples(run_dir: Path) -> dict[str, Any]:
+    """The rejection-sampling totals of a run that sampled its teacher (prompts, verified rows, wall time)."""
+    summary = run_dir / "teacher_samples" / "summary.json"
+    if not summary.is_file():
+        return {}
+    return {"teacher_samples": {k: v for k, v in json.loads(summary.read_text()).items() if k != "teacher"}}
 
 
 def _task_name(data: dict[str, Any]) -> str:

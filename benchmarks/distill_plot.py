@@ -18,6 +18,8 @@ def _label(r: dict[str, Any], by: str) -> str:
     mode = "SFT on the dataset's answers (control)" if r["mode"] == "sequence" and r["completions"] == "dataset" \
         else "on_policy KD on the student's samples" if r["mode"] == "on_policy" \
         else f"{r['mode']} KD on {r['completions']} completions"  # fmt: skip
+    if r.get("stage") not in (None, r["mode"], "control"):  # several runs of one mode: name the stage (the seed)
+        mode = f"{r['stage']}, {mode}"
     if by == "minutes":
         return f"{mode}: {r['wall_s'] / 60:.1f} min stage wall"
     return f"{mode}: {r['training_s'] / 60:.1f} min of training"

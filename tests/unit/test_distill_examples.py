@@ -154,3 +154,16 @@ def test_loss_on_the_masked_columns_equals_the_loss_on_every_position(
         assert got == pytest.approx(float(want.detach()), rel=1e-5, abs=1e-6) and got > 0
         for g, w in zip(grads, want_grads, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_sampling_fills_the_engine_batch_in_order() -> None:
+    from trainer.distill.teacher_samples import CHUNK_SEQUENCES, chunks
+
+    tasks = [Task(str(i), [{"role": "user", "content": str(i)}]) for i in range(1000)]
+    for n in (1, 4, 3, 1000):
+        parts = chunks(tasks, n)
+        assert [t for _, c in parts for t in c] == tasks  # every prompt once, in order
+        assert [off for off, _ in parts] == [sum(len(c) for _, c in parts[:k]) for k in range(len(parts))]
+        assert all(len(c) * n <= max(CHUNK_SEQUENCES, n) for _, c in parts)
+        assert len(parts[0][1]) == max(1, CHUNK_SEQUENCES // n)  # a full batch, not a fixed prompt count
+    assert CHUNK_SEQUENCES == 256 and len(chunks(tasks, 1)[0][1]) == 256

@@ -22,6 +22,7 @@ from typing import Any
 
 from graders.client import GraderClient
 from rollout.client import RolloutClient
+from rollout.config import RolloutConfig
 from rollout.types import PromptInput, Sample, SamplingConfig
 from trainer.data import DataError, Task, load_jsonl
 from trainer.distill.config import DistillConfig
@@ -37,7 +38,17 @@ VERIFIED = "verified.jsonl"
 PASS_COUNTS = "pass_counts.jsonl"
 ALL_SAMPLES = "samples.jsonl"
 COMPLETE = ".complete"
-CHUNK_PROMPTS = 64
+# One request holds as many samples as the engine batches at once. Measured on chain_sum, one sample per prompt,
+# the 2-core CPU engine: 64 prompts a request drew 2,852 in 279 s (10/s); 256 draw 3,795 in 239-285 s (13-16/s,
+# the teacher_samples field of benchmarks/results/distill_arith_best_*.json).
+CHUNK_SEQUENCES = RolloutConfig.model_fields["max_num_seqs"].default
+
+
+def chunks(tasks: list[Task], n: int) -> list[tuple[int, list[Task]]]:
+    """(offset, prompts) slices of `tasks`, in order, each asking for at most CHUNK_SEQUENCES samples (at least
+    one prompt)."""
+    size = max(1, CHUNK_SEQUENCES // n)
+    return [(i, tasks[i : i + size]) for i in range(0, len(tasks), size)]
 
 
 async def _sample_chunk(
@@ -91,8 +102,7 @@ async def _sample_all(cfg: DistillConfig, services: Services, tasks: list[Task],
         check_task_fields(tasks, cfg.rewards, catalog)
         await check_task_golds(grader, tasks, cfg.rewards, catalog)
         with (out / VERIFIED).open("w") as vf, (out / PASS_COUNTS).open("w") as pf, (out / ALL_SAMPLES).open("w") as af:
-            for i in range(0, len(tasks), CHUNK_PROMPTS):
-                chunk = tasks[i : i + CHUNK_PROMPTS]
+            for i, chunk in chunks(tasks, cfg.teacher_samples.n):
                 for task, scored in zip(chunk, await _sample_chunk(rollout, grader, chunk, cfg, i, retry, counts),
                                         strict=True):  # fmt: skip
                     rows, stat = _rows(task, scored, cfg)
