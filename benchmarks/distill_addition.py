@@ -4,8 +4,8 @@ the strict scorer (last_integer) through the shared evaluator.
     .venv/bin/python benchmarks/distill_addition.py --teacher DIR [--layers 11] [--select block|greedy] \
         [--mode logits] [--minutes 10] [--config examples/distill_addition.toml] [--out benchmarks/results/FILE.json] \
         [key=value ...]
-    .venv/bin/python benchmarks/distill_addition.py --teacher DIR --config examples/distill_demo.toml --mode keep \
-        --minutes 0 --out benchmarks/results/FILE.json    # the demo recipe as the pipeline runs it
+    .venv/bin/python benchmarks/distill_addition.py --teacher DIR --config examples/distill_logits_addition.toml \
+        --mode keep --minutes 0 --out benchmarks/results/FILE.json    # the logits recipe as a pipeline runs it
 
 Makes the student with `rlvr models shrink` (afresh), runs `rlvr train distill` with the config
 (mode and overrides as given, train.max_time_s = minutes unless 0; --mode keep: the config's) as a subprocess while

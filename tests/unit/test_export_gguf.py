@@ -241,3 +241,20 @@ def test_a_float32_source_is_judged_at_the_file_precision(tiny: tuple[Any, Any],
             "blk.0.ffn_down.weight": rounded.model.layers[0].mlp.down_proj.weight}  # fmt: skip
     for name, want in held.items():
         assert np.array_equal(_tensor(reader, name), want.detach().numpy()), name
+
+
+def test_top1_near_ties_count_as_agreeing_and_are_reported() -> None:
+    """A reader that picks a token the reference scores within TIE_MARGIN of its best is a near tie (16-bit rounding
+    orders such tokens either way); a pick the reference ranks a whole logit lower is a disagreement."""
+    from trainer.export.verify import TIE_MARGIN, Agreement, judge, top1_agreement
+
+    near = TIE_MARGIN / 2
+    ref = np.array([[5.0, 5.0 - near, 0.0], [5.0, 3.0, 0.0], [1.0, 0.0, 0.0], [2.0, 2.0 - 2 * TIE_MARGIN, 0.0]])
+    got = np.array([[4.9, 5.0, 0.0], [3.0, 5.0, 0.0], [1.0, 0.0, 0.0], [1.9, 2.0, 0.0]])
+    assert top1_agreement(got, ref) == (2, 1)  # row 0 a tie, row 2 exact; rows 1 and 3 disagree
+
+    agr = Agreement("llama.cpp", top1_same=995, top1_ties=40, top1_total=1000, greedy_same=50, greedy_total=50)
+    check = judge(agr, "f16", greedy=True)
+    assert check.passed and "40 near ties" in check.detail
+    assert not judge(Agreement("llama.cpp", top1_same=990, top1_total=1000, greedy_same=50, greedy_total=50),
+                     "f16", greedy=True).passed  # fmt: skip
