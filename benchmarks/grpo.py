@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/grpo.py                       # the race: 2 tasks x 2 sides x 3 seeds x 900 s (~4 h)
     .venv/bin/python benchmarks/grpo.py --budget-s 180 --seeds 1 --tasks addition --checkpoint-every-s 45 \
         --eval-size 50 --out benchmarks/results/grpo_race_smoke.json    # a smoke run (not a result)
+    .venv/bin/python benchmarks/grpo.py --tasks addition --seed-list 0 \
+        --out benchmarks/results/grpo_race/addition_seed0.json            # one part of the race (~50 min)
+    .venv/bin/python benchmarks/grpo_merge.py benchmarks/results/grpo_race/*.json   # parts -> grpo_race.json
 
 Run it on a quiet machine (nothing else running): both sides are timed on the wall clock. Per task and seed,
 the runs of the sides alternate; every run is its own process and its clock starts just before that process
@@ -17,13 +20,16 @@ is started (imports, model load and rlvr's rollout and grader services count), a
 Sides: `trl` (TRL, HF generate in-process, both threads), `trl_vllm` (TRL's vLLM integration in colocate
 mode; see benchmarks/results/trl_vllm_colocate_error.log for why it is not in the default set), `rlvr`
 (`rlvr train grpo`: vLLM rollout + grader services, one thread for the trainer and one for the engine), and
-`rlvr_sync` (rlvr with max_staleness 0: only for the async-overlap figure). Results: --out (JSON) and the
+`rlvr_sync` (rlvr with max_staleness 0: only for the async-overlap figure). The race can be run in parts (a
+task and some seeds each, e.g. one quiet hour at a time) and the parts merged: benchmarks/grpo_merge.py checks
+that they share every setting and the base model's score. Results: --out (JSON) and the
 plot beside it; `python benchmarks/grpo_table.py --results OUT` prints the README's table."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import signal
 import subprocess
@@ -101,7 +107,7 @@ def race_task(task: str, a: argparse.Namespace) -> dict[str, Any]:
     print(f"  base model held-out accuracy {base['acc']:.1%}; e.g. {base['samples'][0]}", flush=True)
     dirs: dict[tuple[str, int], Path] = {}
     errors: dict[tuple[str, int], str] = {}
-    for seed in range(a.seeds):
+    for seed in a.seed_list:
         for side in a.sides:  # sides alternate within a seed, so slow drift of the machine hits both
             run_dir = a.work / task / f"seed{seed}" / side
             run_dir.mkdir(parents=True, exist_ok=False)
@@ -127,6 +133,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget-s", type=float, default=900, help="wall seconds per run, from the command's start")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per side per task")
+    ap.add_argument("--seed-list", default="", help="comma list of seeds to run instead (one part of the race)")
     ap.add_argument("--tasks", default="addition,arith", help=f"comma list of {sorted(TASKS)}")
     ap.add_argument("--sides", default="trl,rlvr", help=f"comma list of {SIDES}")
     ap.add_argument("--checkpoint-every-s", type=float, default=CHECKPOINT_EVERY_S, help="race: 60")
@@ -137,19 +144,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "runs" / f"race-{time.strftime('%Y%m%d-%H%M%S')}")
     a = ap.parse_args()
     a.sides = a.sides.split(",")
+    a.seed_list = [int(s) for s in a.seed_list.split(",")] if a.seed_list else list(range(a.seeds))
     if unknown := [s for s in a.sides if s not in SIDES] + [t for t in a.tasks.split(",") if t not in TASKS]:
         ap.error(f"unknown side/task: {unknown}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stops the running side too
     hp = HParams()
     results: dict[str, Any] = {
         "command": " ".join(sys.argv), "note": a.note, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "budget_s": a.budget_s,
-        "seeds": a.seeds, "sides": a.sides, "checkpoint_every_s": a.checkpoint_every_s, "eval_size": a.eval_size,
+        "budget_s": a.budget_s, "load_average_start": os.getloadavg(),
+        "seeds": a.seed_list, "sides": a.sides, "checkpoint_every_s": a.checkpoint_every_s, "eval_size": a.eval_size,
         "hparams": vars(hp), "machine": f"{platform.node()} {platform.processor() or platform.machine()}", "tasks": {},
     }  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for task in a.tasks.split(","):
         results["tasks"][task] = race_task(task, a)
+        results["load_average_end"] = os.getloadavg()
         a.out.write_text(json.dumps(results, indent=1))
     plot(results, a.out.with_suffix(".png"))
     print(markdown(results))

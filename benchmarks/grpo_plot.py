@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from grpo_table import seed_count
+
 COLORS = {"trl": "tab:blue", "trl_vllm": "tab:purple", "rlvr": "tab:red", "rlvr_sync": "tab:orange"}
 
 
@@ -29,7 +31,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                ylabel="held-out accuracy", xlim=(0, results["budget_s"]), ylim=(0, 1))  # fmt: skip
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"GRPO race, {results['seeds']} seed(s) per side, every run shown")
+    fig.suptitle(f"GRPO race, {seed_count(results)} seed(s) per side, every run shown")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

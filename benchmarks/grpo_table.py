@@ -94,10 +94,16 @@ def overlap_line(task: dict[str, Any]) -> str | None:
     return f"- {task['name']}: async overlap = median step time sync {s:.2f} s ÷ async {a:.2f} s = {s / a:.2f}x"
 
 
+def seed_count(results: dict[str, Any]) -> int:
+    """Runs per side (the most any side of any task has): older results store a count, newer ones the seeds."""
+    n = [len(rs) for t in results["tasks"].values() for rs in t["runs"].values()]
+    return max(n, default=0)
+
+
 def markdown(results: dict[str, Any]) -> str:
     budget = float(results["budget_s"])
     lines = [
-        f"Race: {results['budget_s']:.0f} s per run from the command's start, {results['seeds']} seed(s) per side, "
+        f"Race: {results['budget_s']:.0f} s per run from the command's start, {seed_count(results)} seed(s) per side, "
         f"median [min – max] over seeds; held-out accuracy by the task's strict scorer. ({results['date']}, "
         f"`{results['command']}`)",
         "",
