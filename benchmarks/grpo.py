@@ -50,9 +50,8 @@ from grpo_common import (
     task_data,
     write_jsonl,
 )
-from grpo_plot import plot
+from grpo_plot import publish
 from grpo_rlvr import run_rlvr
-from grpo_table import markdown
 
 SIDES = ("trl", "trl_vllm", "rlvr", "rlvr_sync")
 
@@ -159,10 +158,8 @@ def main() -> None:
     for task in a.tasks.split(","):
         results["tasks"][task] = race_task(task, a)
         results["load_average_end"] = os.getloadavg()
-        a.out.write_text(json.dumps(results, indent=1))
-    plot(results, a.out.with_suffix(".png"))
-    print(markdown(results))
-    print(f"\nresults: {a.out} and {a.out.with_suffix('.png')}")
+        a.out.write_text(json.dumps(results, indent=1))  # each finished task is kept, should a later one fail
+    publish(results, a.out)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grpo_plot import plot
-from grpo_table import DEFAULT, markdown
+from grpo_plot import publish
+from grpo_table import DEFAULT
 
 SHARED = ("budget_s", "checkpoint_every_s", "eval_size", "sides", "hparams")
 PART_FIELDS = ("command", "date", "note", "machine", "load_average_start", "load_average_end")
@@ -70,10 +70,7 @@ def main() -> None:
         merged = merge({str(p): json.loads(p.read_text()) for p in a.parts})
     except (MergeError, OSError, json.JSONDecodeError, KeyError) as e:
         sys.exit(f"grpo_merge: {e}")
-    a.out.write_text(json.dumps(merged, indent=1))
-    plot(merged, a.out.with_suffix(".png"))
-    print(markdown(merged))
-    print(f"\nresults: {a.out} and {a.out.with_suffix('.png')}")
+    publish(merged, a.out)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grpo_table import seed_count
+from grpo_table import markdown, seed_count
 
 COLORS = {"trl": "tab:blue", "trl_vllm": "tab:purple", "rlvr": "tab:red", "rlvr_sync": "tab:orange"}
 
@@ -35,6 +35,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def publish(results: dict[str, Any], out: Path) -> None:
+    """The race's outputs: the JSON, its plot beside it, and the README's table on stdout."""
+    out.write_text(json.dumps(results, indent=1))
+    plot(results, out.with_suffix(".png"))
+    print(markdown(results))
+    print(f"\nresults: {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
