@@ -66,7 +66,7 @@ TASKS = {
         "reasoning_gym:basic_arithmetic",
         DataConfig(source="reasoning_gym", name="basic_arithmetic", size=2000, eval_size=EVAL_SIZE, seed=0,
                    template="{question} Reply with only the number.", rg_config=ARITH_CONFIG),
-        "reasoning_gym",
+        "last_integer",  # as addition: both sides answer with an equation ("8 + 2 - 7 = 3"), never a bare number
     ),
 }
 # fmt: on
@@ -110,15 +110,6 @@ def strict_correct(scorer: str, completion: str, task: Task) -> bool:
         from graders.builtin.last_integer import last_integer
 
         return last_integer(completion, answer=task.fields["answer"]).reward == 1.0
-    if scorer == "reasoning_gym":
-        from graders.builtin.reasoning_gym_score import extract
-        from graders.worker_main import reasoning_gym_score
-
-        answer = extract(completion)
-        if answer is None:
-            return False
-        value = reasoning_gym_score(task.fields["dataset"], answer, task.fields["entry"])
-        return not value.get("error") and float(value["score"]) == 1.0
     raise ValueError(f"unknown scorer {scorer!r}")
 
 

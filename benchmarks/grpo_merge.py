@@ -5,9 +5,9 @@
 
 The race takes about four quiet hours; run in parts, each part is a whole (task, seed) of every side, run back
 to back on a quiet machine. Parts merge only when they were run alike: the same budget, checkpoint interval,
-held-out size, sides and hyperparameters, and, per task, the same base-model score (the one evaluator gave the
-same number, so the held-out set and the scorer did not change between parts). A (task, side, seed) found in
-two parts is an error, not a choice. Writes the merged JSON, its plot and prints the README's table."""
+held-out size, sides and hyperparameters, and, per task, the same scorer and base-model score (the one
+evaluator gave the same number, so the held-out set did not change between parts). A (task, side, seed) found
+in two parts is an error, not a choice. Writes the merged JSON, its plot and prints the README's table."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def merge(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
         merged["parts"].append({"file": name, **{k: part.get(k) for k in PART_FIELDS}})
         for task_name, task in part["tasks"].items():
             into = merged["tasks"].setdefault(task_name, {**task, "runs": {}, "base_from": name})
+            for k in ("name", "scorer"):  # a scorer change can leave the base score as it was (0.0 under both)
+                if task.get(k) != into.get(k):
+                    raise MergeError(f"{name}: tasks.{task_name}.{k} is {task.get(k)!r}, but {into['base_from']} "
+                                     f"has {into.get(k)!r}")  # fmt: skip
             if task["base_acc"] != into["base_acc"]:
                 raise MergeError(f"{name}: tasks.{task_name}.base_acc is {task['base_acc']}, but {into['base_from']} "
                                  f"has {into['base_acc']} (the held-out set or the evaluator changed)")  # fmt: skip

@@ -1,5 +1,5 @@
 """The GRPO race run in parts (benchmarks/grpo_merge.py): parts run alike merge into one race; parts that were
-not (another budget, another base score, a seed run twice) are refused with the file and field named."""
+not (another budget, scorer or base score, a seed run twice) are refused with the file and field named."""
 
 from __future__ import annotations
 
@@ -47,9 +47,11 @@ def test_parts_run_alike_merge_into_one_race_with_every_seed() -> None:
         (lambda p: p.update(budget_s=600.0), "p1.json: field 'budget_s' is 600.0, but p0.json has 900.0"),
         (lambda p: p["hparams"].update(lr=1e-4), "p1.json: field 'hparams'"),
         (lambda p: p["tasks"]["addition"].update(base_acc=0.25), "tasks.addition.base_acc is 0.25, but p0.json"),
+        (lambda p: p["tasks"]["addition"].update(scorer="reasoning_gym"),
+         "tasks.addition.scorer is 'reasoning_gym', but p0.json has 'last_integer'"),
         (lambda p: p["tasks"]["addition"]["runs"]["rlvr"][0].update(seed=0), "addition/rlvr/seed 0 is also in p0"),
     ],
-    ids=["budget", "hparams", "base score", "seed twice"],
+    ids=["budget", "hparams", "base score", "scorer", "seed twice"],
 )
 def test_parts_not_run_alike_are_refused_naming_file_and_field(change: Any, message: str) -> None:
     other = copy.deepcopy(part(1, 0.8, 0.6))
