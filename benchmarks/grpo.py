@@ -17,7 +17,7 @@ is started (imports, model load and rlvr's rollout and grader services count), a
 - save their adapter every 60 s of training. After all runs, off the clock, every checkpoint is scored by
   one evaluator: HF float32 greedy decoding on the 200 held-out problems, judged by the task's strict scorer
   (graders' `last_integer` for both tasks: the base model and both sides answer with an equation, "8 + 2 - 7
-  = 3", which reasoning-gym's score_answer refuses however right; see benchmarks/results/grpo_race.json).
+  = 3", which reasoning-gym's score_answer refused however right: 0.0% for all, commit a4a0ff8's arith part).
 Sides: `trl` (TRL, HF generate in-process, both threads), `trl_vllm` (TRL's vLLM integration in colocate
 mode; see benchmarks/results/trl_vllm_colocate_error.log for why it is not in the default set), `rlvr`
 (`rlvr train grpo`: vLLM rollout + grader services, one thread for the trainer and one for the engine), and
