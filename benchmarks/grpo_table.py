@@ -1,6 +1,9 @@
 """The README's GRPO race table, generated from the race's results JSON (benchmarks/grpo.py writes it).
 
-    .venv/bin/python benchmarks/grpo_table.py [--results benchmarks/results/grpo_race.json]
+    .venv/bin/python benchmarks/grpo_table.py [--results benchmarks/results/grpo_race.json] [--readme README.md]
+
+With --readme the table replaces the README's block between the BEGIN/END markers below (a unit test checks
+the committed README block equals this output for the committed JSON, so the two cannot drift apart).
 
 Per task and TRL side: for each target X in {TRL's final, TRL's best, 80%, 90%}, each side's time-to-X
 (the race-clock time of its first checkpoint scoring >= X; "> budget" if none does) as median [min-max]
@@ -18,6 +21,8 @@ from typing import Any
 
 DEFAULT = Path(__file__).resolve().parent / "results" / "grpo_race.json"
 TRL_SIDES = ("trl_vllm", "trl")
+BEGIN = "<!-- grpo_table.py: generated from benchmarks/results/grpo_race.json, do not edit by hand -->"
+END = "<!-- end of grpo_table.py output -->"
 
 
 def time_to(points: list[list[float]], x: float) -> float:
@@ -121,13 +126,32 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def readme_block(readme: str) -> str:
+    """The generated table in the README (between BEGIN and END); ValueError if the markers are missing."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README: the markers {BEGIN!r} ... {END!r} are missing or out of order")
+    return readme[start + len(BEGIN) : end].strip("\n")
+
+
+def with_table(readme: str, table: str) -> str:
+    """The README with its generated block replaced by table."""
+    readme_block(readme)  # checks the markers
+    start, end = readme.find(BEGIN) + len(BEGIN), readme.find(END)
+    return f"{readme[:start]}\n{table}\n{readme[end:]}"
+
+
 def main() -> None:
     import json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=DEFAULT)
+    ap.add_argument("--readme", type=Path, help="write the table into this README's generated block")
     a = ap.parse_args()
-    print(markdown(json.loads(a.results.read_text())))
+    table = markdown(json.loads(a.results.read_text()))
+    if a.readme:
+        a.readme.write_text(with_table(a.readme.read_text(), table))
+    print(table)
 
 
 if __name__ == "__main__":
