@@ -126,18 +126,23 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def readme_block(readme: str) -> str:
-    """The generated table in the README (between BEGIN and END); ValueError if the markers are missing."""
+def _span(readme: str) -> tuple[int, int]:
+    """Where the generated block lies (after BEGIN, before END); ValueError if the markers are missing."""
     start, end = readme.find(BEGIN), readme.find(END)
     if start < 0 or end < start:
         raise ValueError(f"README: the markers {BEGIN!r} ... {END!r} are missing or out of order")
-    return readme[start + len(BEGIN) : end].strip("\n")
+    return start + len(BEGIN), end
+
+
+def readme_block(readme: str) -> str:
+    """The generated table in the README (between BEGIN and END)."""
+    start, end = _span(readme)
+    return readme[start:end].strip("\n")
 
 
 def with_table(readme: str, table: str) -> str:
     """The README with its generated block replaced by table."""
-    readme_block(readme)  # checks the markers
-    start, end = readme.find(BEGIN) + len(BEGIN), readme.find(END)
+    start, end = _span(readme)
     return f"{readme[:start]}\n{table}\n{readme[end:]}"
 
 
